@@ -1,0 +1,303 @@
+//! Configuration: every environment variable the functions read, parsed once
+//! per cold start into one typed struct.
+//!
+//! A missing required variable or a malformed value fails at start with the
+//! variable's name ([`ConfigError`]), never at the first request. Secrets are
+//! wrapped in [`Secret`] so that `Debug` (and therefore every log line that
+//! prints the config) shows `[redacted]`.
+//!
+//! Names follow the seeds (`REDIS_HOST`, `POSTGRES_DB`, `AI_SERVICE_URL`, …);
+//! the rest are ours and listed in README's configuration table.
+
+use std::{fmt, time::Duration};
+
+/// A value that must never reach a log line or a response body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is sent or compared.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
+}
+
+/// Which AI provider answers (DESIGN §3).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AiConfig {
+    /// Deterministic rules, no outside service (no `AI_SERVICE_URL`).
+    Embedded,
+    /// `POST AI_SERVICE_URL` with the assistant and the context.
+    Http { url: String },
+    /// An OpenAI-compatible `chat/completions` endpoint.
+    OpenAi {
+        base_url: String,
+        api_key: Secret,
+        model: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `redis://`/`rediss://` URL built from `REDIS_URL` or `REDIS_HOST`/`PORT`/`DB`/`PASSWORD`.
+    pub redis_url: Secret,
+    /// Prepended to every key; lets tests and tenants share one Redis.
+    pub redis_key_prefix: String,
+    /// `postgres://` URL built from `DATABASE_URL` or the `POSTGRES_*` variables.
+    pub database_url: Secret,
+    /// Optional schema set as `search_path` on every connection (tests use one each).
+    pub postgres_schema: Option<String>,
+    pub postgres_pool_size: usize,
+    pub ai: AiConfig,
+    pub ai_timeout: Duration,
+    /// Sent when the AI times out or fails; the error is recorded beside it.
+    pub ai_fallback_reply: String,
+    pub pancake_base_url: Option<String>,
+    /// The bearer token Pancake (or its integration) sends to `enhanced-handle-message`.
+    pub pancake_access_token: Secret,
+    /// The `page_access_token` used for Pancake's page API (send message, assign).
+    pub pancake_page_access_token: Option<Secret>,
+    /// Staff ids a `transfer_to_agent` assigns in Pancake; empty means pause only.
+    pub pancake_assign_user_ids: Vec<String>,
+    pub admin_access_token: Option<Secret>,
+    pub lock_ttl: Duration,
+    pub context_ttl: Duration,
+    pub dedupe_ttl: Duration,
+    /// How long a human takeover keeps the bot quiet when nobody resumes it.
+    pub bot_pause_ttl: Duration,
+    /// Messages kept in a conversation's Redis context (oldest dropped first).
+    pub context_max_messages: usize,
+    /// Customer messages answered per conversation per window; more are stored, not answered.
+    pub rate_limit_conversation_max: u32,
+    pub rate_limit_window: Duration,
+    /// Quiet period before the AI call so a burst settles (0 = off).
+    pub debounce: Duration,
+    /// Re-runs with a fuller context before the latest answer is delivered anyway.
+    pub max_restarts: u32,
+    /// Name of the Redis Stream the persistence jobs go to (after the prefix).
+    pub jobs_stream: String,
+    /// Largest accepted `message_content`, in bytes (413 above it).
+    pub max_message_bytes: usize,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can supply a map.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let ai_timeout = Duration::from_secs_f64(env.parse_or("AI_SERVICE_TIMEOUT", 30.0f64)?);
+        if ai_timeout.is_zero() {
+            return Err(malformed("AI_SERVICE_TIMEOUT", "must be greater than 0"));
+        }
+        let lock_ttl = Duration::from_millis(env.parse_or("LOCK_TTL_MS", 30_000u64)?);
+        if lock_ttl < Duration::from_millis(30) {
+            return Err(malformed("LOCK_TTL_MS", "must be at least 30"));
+        }
+        Ok(Self {
+            redis_url: Secret::new(redis_url(&env)?),
+            redis_key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or_default(),
+            database_url: Secret::new(database_url(&env)?),
+            postgres_schema: match env.get("POSTGRES_SCHEMA") {
+                Some(s) if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                    return Err(malformed("POSTGRES_SCHEMA", "letters, digits and _ only"));
+                }
+                other => other,
+            },
+            postgres_pool_size: env.parse_or("POSTGRES_POOL_SIZE", 8usize)?,
+            ai: ai_config(&env)?,
+            ai_timeout,
+            ai_fallback_reply: env.get("AI_FALLBACK_REPLY").unwrap_or_else(|| {
+                "Xin lỗi, hệ thống đang bận. Nhân viên sẽ phản hồi bạn sớm nhất. / Sorry, we are busy right now; a member of our team will reply soon.".into()
+            }),
+            pancake_base_url: env.get("PANCAKE_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
+            pancake_access_token: Secret::new(env.require("PANCAKE_ACCESS_TOKEN")?),
+            pancake_page_access_token: env.get("PANCAKE_PAGE_ACCESS_TOKEN").map(Secret::new),
+            pancake_assign_user_ids: env
+                .get("PANCAKE_ASSIGN_USER_IDS")
+                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+                .unwrap_or_default(),
+            admin_access_token: env.get("ADMIN_ACCESS_TOKEN").map(Secret::new),
+            lock_ttl,
+            context_ttl: Duration::from_secs(env.parse_or("CONTEXT_TTL_SECONDS", 7_200u64)?),
+            dedupe_ttl: Duration::from_secs(env.parse_or("DEDUPE_TTL_SECONDS", 86_400u64)?),
+            bot_pause_ttl: Duration::from_secs(env.parse_or("BOT_PAUSE_TTL_SECONDS", 86_400u64)?),
+            context_max_messages: env.parse_or("CONTEXT_MAX_MESSAGES", 50usize)?.max(1),
+            rate_limit_conversation_max: env.parse_or("RATE_LIMIT_CONVERSATION_MAX", 30u32)?,
+            rate_limit_window: Duration::from_secs(env.parse_or("RATE_LIMIT_WINDOW_SECONDS", 60u64)?.max(1)),
+            debounce: Duration::from_millis(env.parse_or("DEBOUNCE_MS", 0u64)?),
+            max_restarts: env.parse_or("MAX_RESTARTS", 2u32)?,
+            jobs_stream: env.get("JOBS_STREAM").unwrap_or_else(|| "jobs".into()),
+            max_message_bytes: 64 * 1024,
+        })
+    }
+
+    /// Heartbeats run at a third of the lock TTL so two can be missed before it lapses.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.lock_ttl / 3
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// A set, non-blank variable.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+    fn require(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name).ok_or(ConfigError::Missing(name))
+    }
+    fn parse_or<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|e: T::Err| malformed(name, e.to_string())),
+        }
+    }
+}
+
+fn malformed(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Malformed { name, reason: reason.into() }
+}
+
+fn redis_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<String, ConfigError> {
+    if let Some(url) = env.get("REDIS_URL") {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(malformed("REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        return Ok(url);
+    }
+    let host = env.get("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = env.parse_or("REDIS_PORT", 6379)?;
+    let db: u32 = env.parse_or("REDIS_DB", 0)?;
+    let scheme = if env.parse_or("REDIS_TLS", false)? { "rediss" } else { "redis" };
+    Ok(match env.get("REDIS_PASSWORD") {
+        Some(password) => format!("{scheme}://:{}@{host}:{port}/{db}", url_escape(&password)),
+        None => format!("{scheme}://{host}:{port}/{db}"),
+    })
+}
+
+fn database_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<String, ConfigError> {
+    if let Some(url) = env.get("DATABASE_URL") {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(malformed("DATABASE_URL", "must start with postgres://"));
+        }
+        return Ok(url);
+    }
+    let host = env.get("POSTGRES_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = env.parse_or("POSTGRES_PORT", 5432)?;
+    let db = env.get("POSTGRES_DB").unwrap_or_else(|| "switchboard".into());
+    let user = env.get("POSTGRES_USER").unwrap_or_else(|| "postgres".into());
+    let auth = match env.get("POSTGRES_PASSWORD") {
+        Some(p) => format!("{}:{}", url_escape(&user), url_escape(&p)),
+        None => url_escape(&user),
+    };
+    let sslmode = env.get("POSTGRES_SSLMODE").unwrap_or_else(|| "disable".into());
+    // TLS to Postgres (RDS `require`) is not built yet: refuse it at start
+    // rather than fail at the first query.
+    if !matches!(sslmode.as_str(), "disable" | "prefer") {
+        return Err(malformed("POSTGRES_SSLMODE", "disable or prefer (TLS is not built yet)"));
+    }
+    Ok(format!("postgres://{auth}@{host}:{port}/{db}?sslmode={sslmode}"))
+}
+
+fn ai_config<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<AiConfig, ConfigError> {
+    let provider = match env.get("AI_PROVIDER") {
+        Some(p) => p.to_ascii_lowercase(),
+        None if env.get("AI_SERVICE_URL").is_some() => "http".into(),
+        None if env.get("OPENAI_BASE_URL").is_some() => "openai".into(),
+        None => "embedded".into(),
+    };
+    match provider.as_str() {
+        "embedded" => Ok(AiConfig::Embedded),
+        "http" => Ok(AiConfig::Http { url: env.require("AI_SERVICE_URL")? }),
+        "openai" => Ok(AiConfig::OpenAi {
+            base_url: env.require("OPENAI_BASE_URL")?.trim_end_matches('/').to_owned(),
+            api_key: Secret::new(env.get("OPENAI_API_KEY").unwrap_or_default()),
+            model: env.get("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
+        }),
+        _ => Err(malformed("AI_PROVIDER", "one of embedded, http, openai")),
+    }
+}
+
+/// Percent-encodes the characters that would break a URL's userinfo.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn a_missing_pancake_token_fails_naming_the_variable() {
+        assert_eq!(config(&[]).unwrap_err(), ConfigError::Missing("PANCAKE_ACCESS_TOKEN"));
+    }
+
+    #[test]
+    fn a_malformed_number_fails_naming_the_variable() {
+        let err = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("LOCK_TTL_MS", "soon")]).unwrap_err();
+        assert!(matches!(err, ConfigError::Malformed { name: "LOCK_TTL_MS", .. }));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = config(&[("PANCAKE_ACCESS_TOKEN", "hunter2-token"), ("REDIS_PASSWORD", "p@ss"), ("POSTGRES_PASSWORD", "pgpass")]).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2-token"));
+        assert!(!printed.contains("pgpass"));
+        assert!(!printed.contains("p%40ss"));
+        assert_eq!(c.redis_url.expose(), "redis://:p%40ss@127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn the_provider_follows_the_variables_that_are_set() {
+        let base = [("PANCAKE_ACCESS_TOKEN", "t")];
+        assert_eq!(config(&base).unwrap().ai, AiConfig::Embedded);
+        let http = config(&[base[0], ("AI_SERVICE_URL", "http://127.0.0.1:9/ai")]).unwrap();
+        assert_eq!(http.ai, AiConfig::Http { url: "http://127.0.0.1:9/ai".into() });
+        let openai = config(&[base[0], ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")]).unwrap();
+        assert!(matches!(openai.ai, AiConfig::OpenAi { ref base_url, .. } if base_url == "http://127.0.0.1:9/v1"));
+        assert!(config(&[base[0], ("AI_PROVIDER", "magic")]).is_err());
+    }
+
+    #[test]
+    fn postgres_variables_build_the_database_url() {
+        let c = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("POSTGRES_HOST", "db"), ("POSTGRES_DB", "chat"), ("POSTGRES_USER", "app")]).unwrap();
+        assert_eq!(c.database_url.expose(), "postgres://app@db:5432/chat?sslmode=disable");
+    }
+}

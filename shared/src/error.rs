@@ -1,0 +1,132 @@
+//! The one error type every handler returns, and its one mapping to HTTP.
+//!
+//! Bodies are `{"success": false, "error": {"code", "message"[, "field"]}}`
+//! (DESIGN §5). Internal details (driver errors, SQL, Redis replies) are
+//! logged where the error is converted and never reach a response body: a
+//! dependency failure is reported as `503` naming only the dependency.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error("{field} is larger than {limit} bytes")]
+    TooLarge { field: &'static str, limit: usize },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("too many messages for this conversation")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{dependency} is unavailable")]
+    Unavailable { dependency: &'static str },
+    #[error("internal error")]
+    Internal,
+}
+
+impl AppError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidField { field, message: message.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidField { .. } => "invalid_request",
+            Self::TooLarge { .. } => "payload_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "service_unavailable",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The error as an HTTP response; the only place errors become HTTP.
+    pub fn into_response(self) -> Response<Bytes> {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        match &self {
+            Self::InvalidField { field, .. } | Self::TooLarge { field, .. } => {
+                error["field"] = json!(field);
+            }
+            Self::RateLimited { retry_after_secs } => error["retry_after_seconds"] = json!(retry_after_secs),
+            _ => {}
+        }
+        let mut response = crate::http::json_response(self.status(), &json!({ "success": false, "error": error }));
+        let headers = response.headers_mut();
+        match &self {
+            Self::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // Both stores down is transient by nature: tell the sender when to retry.
+            Self::Unavailable { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<::redis::RedisError> for AppError {
+    fn from(err: ::redis::RedisError) -> Self {
+        tracing::error!(error = %err, "redis call failed");
+        Self::Unavailable { dependency: "redis" }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AppError {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        tracing::error!(error = %err, "postgres pool failed");
+        Self::Unavailable { dependency: "postgres" }
+    }
+}
+
+impl From<tokio_postgres::Error> for AppError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        tracing::error!(error = %err, "postgres query failed");
+        Self::Unavailable { dependency: "postgres" }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internals_never_reach_the_body() {
+        let response = AppError::Unavailable { dependency: "redis" }.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["message"], "redis is unavailable");
+        assert_eq!(body["success"], false);
+    }
+
+    #[test]
+    fn a_rate_limit_carries_retry_after() {
+        let response = AppError::RateLimited { retry_after_secs: 7 }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}

@@ -1,0 +1,132 @@
+//! HTTP handlers. Each authenticates, validates at the edge (nothing is
+//! written before both pass), runs the pipeline and shapes seed 001's
+//! response.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    App,
+    auth::require_bearer,
+    domain::IncomingMessage,
+    error::AppError,
+    http::json_response,
+    jobs::newer_messages,
+    now_epoch_seconds,
+    pipeline::{self, Answered, Outcome},
+};
+
+/// `POST /api/v1/enhanced-handle-message` (seed 001), processed synchronously.
+pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>, AppError> {
+    let started = Instant::now();
+    require_bearer(request.headers(), &app.config.pancake_access_token)?;
+    let message = IncomingMessage::parse(request.body(), app.config.max_message_bytes)?;
+    let message_id = message.message_id.as_str();
+    let outcome = pipeline::handle(app, &message).await?;
+    tracing::info!(
+        conversation_id = %message.conversation_id,
+        message_id,
+        status = status_name(&outcome),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "message handled"
+    );
+    let result = match outcome {
+        Outcome::Completed(answered) => {
+            let mut result = answered_view(&answered);
+            result["status"] = json!("completed");
+            result["message_id"] = json!(message_id);
+            result
+        }
+        Outcome::RestartNeeded { newer, current } => json!({
+            "status": "restart_needed",
+            "message_id": message_id,
+            "newer_messages": newer_messages(&newer),
+            "current_result": answered_view(&current),
+            "covered_message_ids": current.covered_message_ids,
+            "storage_backend": "Redis",
+            "distributed_lock_used": true,
+        }),
+        Outcome::Locked => json!({
+            "status": "locked",
+            "reason": "processing_in_progress",
+            "message_id": message_id,
+            "storage_backend": "Redis",
+        }),
+        Outcome::LockLost => json!({
+            "status": "locked",
+            "reason": "lock_expired_result_discarded",
+            "message_id": message_id,
+            "storage_backend": "Redis",
+        }),
+        Outcome::Duplicate => json!({
+            "status": "duplicate",
+            "reason": "message_id_already_received",
+            "message_id": message_id,
+            "storage_backend": "Redis",
+        }),
+        Outcome::BotPaused => json!({
+            "status": "bot_paused",
+            "reason": "human_agent_handling_conversation",
+            "message_id": message_id,
+            "storage_backend": "Redis",
+        }),
+        Outcome::Stored => json!({
+            "status": "stored",
+            "reason": "not_a_customer_message",
+            "message_id": message_id,
+            "storage_backend": "Redis",
+        }),
+        Outcome::RateLimited { retry_after_secs } => {
+            // Stored, not answered: the 429 tells the sender to slow down.
+            let mut response = AppError::RateLimited { retry_after_secs }.into_response();
+            let mut body: Value = serde_json::from_slice(response.body()).unwrap_or_default();
+            body["result"] = json!({
+                "status": "rate_limited",
+                "message_id": message_id,
+                "stored": true,
+                "retry_after_seconds": retry_after_secs,
+            });
+            *response.body_mut() = Bytes::from(body.to_string());
+            return Ok(response);
+        }
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "success": true,
+            "result": result,
+            "timestamp": now_epoch_seconds(),
+            "processing_time_ms": (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+        }),
+    ))
+}
+
+fn answered_view(answered: &Answered) -> Value {
+    json!({
+        "ai_response": answered.ai_response,
+        "extracted_actions": answered.actions.iter().map(|a| a.public_view()).collect::<Vec<_>>(),
+        "rejected_actions": answered.rejected,
+        "pancake_result": answered.pancake_result,
+        "covered_message_ids": answered.covered_message_ids,
+        "response_id": answered.response_id,
+        "fence": answered.fence,
+        "restarts": answered.restarts,
+        "storage_backend": "Redis",
+        "distributed_lock_used": true,
+    })
+}
+
+fn status_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed(_) => "completed",
+        Outcome::RestartNeeded { .. } => "restart_needed",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Stored => "stored",
+        Outcome::BotPaused => "bot_paused",
+        Outcome::RateLimited { .. } => "rate_limited",
+        Outcome::Locked | Outcome::LockLost => "locked",
+    }
+}

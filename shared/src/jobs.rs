@@ -1,0 +1,117 @@
+//! The persistence jobs the message path appends to the Redis Stream `jobs`
+//! and the background consumer writes to Postgres. Each stream entry has a
+//! `type` field (one of the constants below) and a JSON `payload`; admitted
+//! messages also carry their admit `outcome`.
+//!
+//! Every payload carries the keys its Postgres writer conflicts on
+//! (`(conversation_id, message_id)`, `response_id`, `action_id`), so
+//! re-delivering an entry changes nothing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::{
+    actions::{Action, RejectedAction},
+    redis::OwedMessage,
+};
+
+pub const PERSIST_MESSAGE: &str = "persist_message";
+pub const PERSIST_ANSWER: &str = "persist_answer";
+pub const ACTION_RESULTS: &str = "action_results";
+pub const REDRIVE_CONVERSATION: &str = "redrive_conversation";
+
+/// One admitted message, whatever its admit outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistMessage {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub sender_id: String,
+    pub sender_type: String,
+    pub content: String,
+    pub timestamp: f64,
+    pub metadata: Map<String, Value>,
+    pub page_id: Option<String>,
+    pub received_at: f64,
+}
+
+/// Seed 001's `ai_response` object (plus the error when the fallback was used).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AiResponseView {
+    pub response_text: String,
+    pub intent: String,
+    pub confidence: f64,
+    pub entities: Map<String, Value>,
+    pub processing_time_ms: f64,
+    pub model_used: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// An action as persisted, with its delivery status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionJob {
+    #[serde(flatten)]
+    pub action: Action,
+    /// `pending` (delivery follows) or `not_sent` (delivery disabled).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_error: Option<String>,
+}
+
+/// One answer, written by the lock holder's `complete` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistAnswer {
+    pub response_id: Uuid,
+    pub conversation_id: String,
+    /// The lock's fencing number: Postgres ignores writes older than the newest.
+    pub fence: i64,
+    pub page_id: Option<String>,
+    pub assistant_id: String,
+    pub covered_message_ids: Vec<String>,
+    pub ai_response: AiResponseView,
+    pub actions: Vec<ActionJob>,
+    pub rejected_actions: Vec<RejectedAction>,
+    /// The bot was paused by a `transfer_to_agent` in this answer.
+    pub bot_paused: bool,
+    pub created_at: f64,
+}
+
+/// What happened when an answer's actions were delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub action_id: Uuid,
+    pub action_type: String,
+    /// `sent`, `done` (no Pancake call needed), `failed`, `skipped`, `not_sent`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pancake_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// A failed delivery worth retrying from the stream (Pancake 429/5xx, network).
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResults {
+    pub response_id: Uuid,
+    pub conversation_id: String,
+    pub fence: i64,
+    pub results: Vec<ActionResult>,
+}
+
+/// Messages still owed after the restart budget was spent; the consumer
+/// re-drives the conversation through the same pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redrive {
+    pub conversation_id: String,
+    pub page_id: Option<String>,
+    pub assistant_id: String,
+    pub after_response_id: Uuid,
+}
+
+/// Owed messages as the API reports them (`newer_messages`).
+pub fn newer_messages(owed: &[OwedMessage]) -> Value {
+    serde_json::to_value(owed).unwrap_or(Value::Array(vec![]))
+}

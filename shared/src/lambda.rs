@@ -1,0 +1,26 @@
+//! The adapter from `lambda_http` (API Gateway HTTP and REST events) to the
+//! router in [`crate::http`], so the Lambda binaries and the local gateway run
+//! the same handler code.
+
+use bytes::Bytes;
+use lambda_http::{Body, Error, Request, Response};
+
+use crate::App;
+
+/// Handles one API Gateway event.
+pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
+    let (parts, body) = request.into_parts();
+    let body = match body {
+        Body::Empty => Bytes::new(),
+        Body::Text(text) => Bytes::from(text),
+        Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    let response = crate::http::route(app, http::Request::from_parts(parts, body)).await;
+    let (parts, body) = response.into_parts();
+    let body = match String::from_utf8(body.to_vec()) {
+        Ok(text) => Body::Text(text),
+        Err(e) => Body::Binary(e.into_bytes()),
+    };
+    Ok(Response::from_parts(parts, body))
+}

@@ -1,0 +1,339 @@
+//! The message pipeline: admit → process (AI, actions, complete, restarts) →
+//! deliver, for one validated message (DESIGN §6).
+//!
+//! Ordering that keeps messages and answers from being lost or doubled:
+//! - the persistence job is enqueued inside the admit script, atomically with
+//!   the dedupe mark (a retried request can never find its message "seen" but
+//!   not enqueued);
+//! - nothing is sent to Pancake before `complete` confirmed that we still hold
+//!   the lock; an answer discarded by `complete` was never shown to anyone;
+//! - the answer job is enqueued inside `complete`, atomically with the release;
+//! - actions are delivered after the release, and their results enqueued
+//!   after delivery; a crash in between leaves the actions `pending` in the
+//!   answer job for the consumer's retry (with the action id as idempotency key).
+//!
+//! All of it runs inside the request: a Lambda is frozen after it answers.
+
+use std::{future::Future, time::Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    App,
+    actions::{self, Action, RejectedAction},
+    ai::{self, AiRequest},
+    domain::{Assistant, ConversationId, IncomingMessage},
+    error::AppError,
+    jobs::{self, ActionJob, ActionResult, ActionResults, AiResponseView, PersistAnswer, PersistMessage, Redrive},
+    now_epoch_seconds,
+    pancake::PancakeError,
+    redis::{Admission, AnswerRecord, Completion, ContextEntry, Lease, OwedMessage, Snapshot},
+};
+
+/// One delivered answer.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub response_id: Uuid,
+    pub fence: i64,
+    pub ai_response: AiResponseView,
+    pub actions: Vec<Action>,
+    pub rejected: Vec<RejectedAction>,
+    pub pancake_result: Value,
+    /// Every customer message this answer covers (the request's and the burst's).
+    pub covered_message_ids: Vec<String>,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed(Answered),
+    /// The restart budget was spent: `current` was delivered; `newer` stay owed
+    /// (handed to the background re-drive).
+    RestartNeeded { newer: Vec<OwedMessage>, current: Answered },
+    Duplicate,
+    Stored,
+    BotPaused,
+    RateLimited { retry_after_secs: u64 },
+    /// Another invocation holds the conversation; it will cover this message.
+    Locked,
+    /// Our lock expired while we worked and another processor took over: our
+    /// result was discarded, the newer holder covers the message.
+    LockLost,
+}
+
+/// Runs one validated message through the whole path.
+pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
+    let job = PersistMessage {
+        conversation_id: message.conversation_id.to_string(),
+        message_id: message.message_id.to_string(),
+        sender_id: message.sender_id.clone(),
+        sender_type: message.sender_type.as_str().to_owned(),
+        content: message.message_content.clone(),
+        timestamp: message.timestamp,
+        metadata: message.metadata.clone(),
+        page_id: message.page_id(),
+        received_at: now_epoch_seconds(),
+    };
+    let job = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
+    match app.store.admit(message, &job).await? {
+        Admission::Duplicate => Ok(Outcome::Duplicate),
+        Admission::Stored => Ok(Outcome::Stored),
+        Admission::BotPaused => Ok(Outcome::BotPaused),
+        Admission::RateLimited { retry_after_secs } => Ok(Outcome::RateLimited { retry_after_secs }),
+        Admission::Locked => Ok(Outcome::Locked),
+        Admission::Acquired { lease, snapshot } => {
+            let assistant = app.assistants.resolve(message.assistant_id().as_deref(), message.page_id().as_deref()).await;
+            let assistant = match assistant {
+                Ok(a) => a,
+                Err(err) => {
+                    // Give the lock back at once so the next message (or the
+                    // sender's retry) is not stuck behind a dead holder.
+                    let _ = app.store.cancel(&message.conversation_id).await;
+                    return Err(err);
+                }
+            };
+            let page_id = message.page_id().or_else(|| assistant.page_ids.first().cloned());
+            process(app, &message.conversation_id, &lease, snapshot, &assistant, page_id.as_deref()).await
+        }
+    }
+}
+
+/// The lock holder's work: ask, complete (restarting while newer messages
+/// arrive, up to the budget), deliver.
+pub async fn process(
+    app: &App,
+    conversation: &ConversationId,
+    lease: &Lease,
+    mut snapshot: Snapshot,
+    assistant: &Assistant,
+    page_id: Option<&str>,
+) -> Result<Outcome, AppError> {
+    let config = &app.config;
+    if !config.debounce.is_zero() {
+        // Let a burst settle, then work from the fuller context.
+        if with_heartbeat(app, conversation, lease, tokio::time::sleep(config.debounce)).await.is_none() {
+            return Ok(Outcome::LockLost);
+        }
+        snapshot = app.store.snapshot(conversation).await?;
+    }
+    let mut restarts = 0;
+    loop {
+        let request = AiRequest {
+            assistant,
+            conversation_id: conversation.as_str(),
+            context: &snapshot.context,
+            pending: &snapshot.owed,
+        };
+        let Some(outcome) = with_heartbeat(app, conversation, lease, ai::ask(app.ai.as_ref(), request, config)).await
+        else {
+            return Ok(Outcome::LockLost);
+        };
+        let (actions, rejected) = actions::extract(&outcome.answer, assistant);
+        let response_id = Uuid::new_v4();
+        let covered_message_ids: Vec<String> = snapshot.owed.iter().map(|m| m.message_id.clone()).collect();
+        let ai_response = AiResponseView {
+            response_text: outcome.answer.response_text.clone(),
+            intent: outcome.answer.intent.clone(),
+            confidence: outcome.answer.confidence,
+            entities: outcome.answer.entities.clone(),
+            processing_time_ms: round_ms(outcome.processing_time_ms),
+            model_used: outcome.answer.model_used.clone(),
+            error: outcome.error.clone(),
+        };
+        let pause_bot = actions.iter().any(|a| a.action_type == "transfer_to_agent");
+        let delivery_enabled = app.pancake.enabled();
+        let answer_job = PersistAnswer {
+            response_id,
+            conversation_id: conversation.to_string(),
+            fence: lease.fence,
+            page_id: page_id.map(String::from),
+            assistant_id: assistant.id.clone(),
+            covered_message_ids: covered_message_ids.clone(),
+            ai_response: ai_response.clone(),
+            actions: actions
+                .iter()
+                .map(|a| ActionJob {
+                    action: a.clone(),
+                    status: if delivery_enabled { "pending" } else { "not_sent" }.into(),
+                    last_error: (!delivery_enabled).then(|| PancakeError::Disabled.to_string()),
+                })
+                .collect(),
+            rejected_actions: rejected.clone(),
+            bot_paused: pause_bot,
+            created_at: now_epoch_seconds(),
+        };
+        let redrive = Redrive {
+            conversation_id: conversation.to_string(),
+            page_id: page_id.map(String::from),
+            assistant_id: assistant.id.clone(),
+            after_response_id: response_id,
+        };
+        let context_entry = ContextEntry {
+            message_id: format!("bot:{response_id}"),
+            sender_type: "bot".into(),
+            content: outcome.answer.response_text.clone(),
+            timestamp: answer_timestamp(&snapshot),
+        };
+        let record = AnswerRecord {
+            context_entry: &context_entry,
+            job: &serde_json::to_string(&answer_job).map_err(|_| AppError::Internal)?,
+            redrive_job: &serde_json::to_string(&redrive).map_err(|_| AppError::Internal)?,
+            pause_bot,
+        };
+        let is_final = restarts >= config.max_restarts;
+        match app.store.complete(conversation, lease, snapshot.covered_seq(), is_final, &record).await? {
+            Completion::Lost => return Ok(Outcome::LockLost),
+            Completion::Newer(fuller) => {
+                tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
+                snapshot = fuller;
+                restarts += 1;
+            }
+            Completion::Done { still_owed } => {
+                let pancake_result = deliver(app, conversation, lease.fence, response_id, page_id, &actions).await;
+                let answered = Answered {
+                    response_id,
+                    fence: lease.fence,
+                    ai_response,
+                    actions,
+                    rejected,
+                    pancake_result,
+                    covered_message_ids,
+                    restarts,
+                };
+                return Ok(if still_owed.is_empty() {
+                    Outcome::Completed(answered)
+                } else {
+                    Outcome::RestartNeeded { newer: still_owed, current: answered }
+                });
+            }
+        }
+    }
+}
+
+/// The answer sorts after everything it answered, even when the sender's
+/// clock runs ahead of ours.
+fn answer_timestamp(snapshot: &Snapshot) -> f64 {
+    let latest = snapshot.context.iter().map(|c| c.timestamp).fold(0.0, f64::max);
+    now_epoch_seconds().max(latest + 0.001)
+}
+
+fn round_ms(ms: f64) -> f64 {
+    (ms * 10.0).round() / 10.0
+}
+
+/// Runs `work` while extending the lock every third of its TTL. `None` when
+/// the lock was lost (another processor owns the conversation now). A failed
+/// heartbeat (Redis briefly away) does not stop the work: `complete` checks
+/// the token anyway.
+async fn with_heartbeat<F: Future>(app: &App, conversation: &ConversationId, lease: &Lease, work: F) -> Option<F::Output> {
+    let interval = app.config.heartbeat_interval();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return Some(output),
+            _ = ticker.tick() => match app.store.heartbeat(conversation, lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(conversation_id = %conversation, fence = lease.fence, "lock lost during processing");
+                    return None;
+                }
+                Err(_) => {}
+            },
+        }
+    }
+}
+
+/// Delivers the actions in order and enqueues their results. Returns seed
+/// 001's `pancake_result`.
+async fn deliver(
+    app: &App,
+    conversation: &ConversationId,
+    fence: i64,
+    response_id: Uuid,
+    page_id: Option<&str>,
+    actions: &[Action],
+) -> Value {
+    if !app.pancake.enabled() {
+        return json!({
+            "status": "disabled",
+            "reason": "PANCAKE_BASE_URL is not set: nothing was sent to Pancake (the answer and its actions are stored as not_sent)",
+            "actions_executed": 0,
+        });
+    }
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(actions.len());
+    for action in actions {
+        results.push(execute(app, conversation, page_id, action).await);
+    }
+    let executed = results.iter().filter(|r| r.status == "sent" || r.status == "done").count();
+    let failed = results.iter().filter(|r| r.status == "failed").count();
+    let job = ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
+    let enqueued = match serde_json::to_string(&job) {
+        Ok(payload) => app.store.enqueue(jobs::ACTION_RESULTS, &payload).await.is_ok(),
+        Err(_) => false,
+    };
+    if !enqueued {
+        // The answer job already holds these actions as `pending`; the
+        // consumer's retry (idempotent by action id) settles them.
+        tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
+    }
+    json!({
+        "status": if failed == 0 { "success" } else if executed > 0 { "partial" } else { "failed" },
+        "actions_executed": executed,
+        "actions_failed": failed,
+        "delivery_ms": round_ms(started.elapsed().as_secs_f64() * 1000.0),
+        "results": results,
+    })
+}
+
+async fn execute(app: &App, conversation: &ConversationId, page_id: Option<&str>, action: &Action) -> ActionResult {
+    let mut result = ActionResult {
+        action_id: action.action_id,
+        action_type: action.action_type.clone(),
+        status: "done".into(),
+        pancake_message_id: None,
+        error: None,
+        retryable: false,
+    };
+    let needs_pancake = action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns());
+    let page_id = match page_id {
+        Some(p) => p,
+        None if needs_pancake => {
+            result.status = "failed".into();
+            result.error = Some("no page_id: set metadata.page_id or the assistant's page_ids".into());
+            return result;
+        }
+        None => "",
+    };
+    let sent = if let Some(text) = action.customer_text() {
+        app.pancake.send_text(page_id, conversation.as_str(), &text).await.map(|id| {
+            result.status = "sent".into();
+            result.pancake_message_id = id;
+        })
+    } else {
+        match action.action_type.as_str() {
+            // The bot is already paused (atomically, in `complete`).
+            "transfer_to_agent" if app.pancake.assigns() => {
+                app.pancake.assign(page_id, conversation.as_str()).await.map(|()| result.status = "sent".into())
+            }
+            "execute_api" => {
+                result.status = "skipped".into();
+                result.error = Some("execute_api integrations are not built yet: nothing was called".into());
+                Ok(())
+            }
+            // transfer without assignment, collect_info (customer fields are
+            // extracted by the consumer), end_conversation: recorded only.
+            _ => Ok(()),
+        }
+    };
+    if let Err(err) = sent {
+        tracing::warn!(conversation_id = %conversation, action = %action.action_type, error = %err, "pancake delivery failed");
+        result.status = "failed".into();
+        result.retryable = err.is_retryable();
+        result.error = Some(err.to_string());
+    }
+    result
+}

@@ -1,0 +1,68 @@
+//! Postgres: the connection pool, the project's own migrations (refinery,
+//! embedded from `migrations/`), and assistant lookups.
+//!
+//! The message path never writes Postgres directly: persistence goes through
+//! the `jobs` stream and the background consumer. It only reads assistants,
+//! through an in-process cache.
+
+mod assistants;
+
+pub use assistants::AssistantDirectory;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("postgres is unavailable: {0}")]
+    Unavailable(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// Builds the pool (no connection is opened until the first use).
+pub fn pool(config: &Config) -> Result<Pool, DbError> {
+    let mut pg: tokio_postgres::Config =
+        config.database_url.expose().parse().map_err(|e: tokio_postgres::Error| DbError::Config(e.to_string()))?;
+    pg.connect_timeout(Duration::from_secs(3));
+    pg.application_name("switchboard");
+    if let Some(schema) = &config.postgres_schema {
+        // Validated as [A-Za-z0-9_]+ by the config.
+        pg.options(format!("-c search_path={schema}"));
+    }
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(config.postgres_pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// Applies pending migrations. Safe to run from many processes at once: an
+/// advisory lock serialises them, and applied versions are recorded.
+pub async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), DbError> {
+    let mut client = pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))?;
+    if let Some(schema) = schema {
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(|e| DbError::Migration(e.to_string()))?;
+    }
+    const LOCK: i64 = 0x5377_6974_6368; // "Switch"
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK]).await.map_err(|e| DbError::Migration(e.to_string()))?;
+    let result = embedded::migrations::runner().run_async(&mut **client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK]).await.map_err(|e| DbError::Migration(e.to_string()))?;
+    result.map(drop).map_err(|e| DbError::Migration(e.to_string()))
+}

@@ -1,0 +1,106 @@
+-- admit: one atomic step for every incoming message of one conversation.
+-- All KEYS share the conversation's hash tag, except KEYS[6] (the jobs stream),
+-- which is why single-node Redis is required until the stream is sharded.
+--
+-- KEYS: 1 seen:<message_id>  2 state (hash)  3 ctx (zset by timestamp)
+--       4 owed (zset by arrival seq)  5 lock  6 jobs stream
+-- ARGV: 1 message_id  2 timestamp  3 context entry (JSON)  4 sender kind
+--       (customer | agent | other)  5 persist job (JSON)  6 lock token
+--       7 lock ttl ms  8 context ttl s  9 dedupe ttl s  10 rate max
+--       11 rate window ms  12 now ms  13 pause ttl s  14 owed member (JSON)
+--
+-- Returns {'duplicate'} | {'stored'} | {'bot_paused'} | {'rate_limited', secs}
+--       | {'locked'} | {'acquired', fence, ctx[], owed[member, seq, ...]}
+
+-- Dedupe first: a repeated message_id changes nothing at all.
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
+  return {'duplicate'}
+end
+
+local now_ms = tonumber(ARGV[12])
+local ts = tonumber(ARGV[2])
+local st = redis.call('HMGET', KEYS[2], 'seq', 'last_message_ts', 'paused_until_ms',
+  'rl_start_ms', 'rl_count', 'rl_prev', 'fence')
+local seq = (tonumber(st[1]) or 0) + 1
+local fields = {'seq', seq, 'updated_ms', now_ms}
+-- Late messages are inserted into the context by timestamp, but never move
+-- the conversation's "last message" backwards.
+if ts >= (tonumber(st[2]) or -1) then
+  table.insert(fields, 'last_message_id'); table.insert(fields, ARGV[1])
+  table.insert(fields, 'last_message_ts'); table.insert(fields, ARGV[2])
+end
+
+redis.call('ZADD', KEYS[3], ts, ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+-- Stored whatever happens next: rate limits and locks limit answers, never storage.
+local function persist(outcome)
+  redis.call('XADD', KEYS[6], '*', 'type', 'persist_message', 'outcome', outcome, 'payload', ARGV[5])
+end
+local function save_state(extra_ttl_s)
+  redis.call('HSET', KEYS[2], unpack(fields))
+  redis.call('EXPIRE', KEYS[2], math.max(tonumber(ARGV[8]), extra_ttl_s or 0))
+end
+
+local paused_until = tonumber(st[3]) or 0
+if ARGV[4] == 'agent' then
+  -- A human answered: the bot stays quiet until resumed or the pause times out.
+  table.insert(fields, 'paused_until_ms'); table.insert(fields, now_ms + tonumber(ARGV[13]) * 1000)
+  save_state(tonumber(ARGV[13]))
+  persist('bot_paused')
+  return {'bot_paused'}
+end
+if ARGV[4] ~= 'customer' then
+  save_state(math.ceil((paused_until - now_ms) / 1000))
+  persist('stored')
+  return {'stored'}
+end
+if paused_until > now_ms then
+  save_state(math.ceil((paused_until - now_ms) / 1000))
+  persist('bot_paused')
+  return {'bot_paused'}
+end
+
+-- Sliding-window counter (previous window weighted by its remaining overlap):
+-- exact enough for abuse control, and it lives in the state hash, costing no
+-- extra command.
+local max = tonumber(ARGV[10])
+if max > 0 then
+  local window = tonumber(ARGV[11])
+  local start = tonumber(st[4]) or now_ms
+  local count = tonumber(st[5]) or 0
+  local prev = tonumber(st[6]) or 0
+  local elapsed = now_ms - start
+  if elapsed >= 2 * window then
+    start, count, prev = now_ms, 0, 0
+  elseif elapsed >= window then
+    start, prev, count = start + window, count, 0
+  end
+  local weight = 1 - (now_ms - start) / window
+  if count + prev * weight >= max then
+    for _, v in ipairs({'rl_start_ms', start, 'rl_count', count, 'rl_prev', prev}) do table.insert(fields, v) end
+    save_state()
+    persist('rate_limited')
+    local retry = math.max(1, math.ceil((start + window - now_ms) / 1000))
+    return {'rate_limited', tostring(retry)}
+  end
+  for _, v in ipairs({'rl_start_ms', start, 'rl_count', count + 1, 'rl_prev', prev}) do table.insert(fields, v) end
+end
+
+-- Owed until an answer covers it (arrival order, not timestamp order).
+redis.call('ZADD', KEYS[4], seq, ARGV[14])
+redis.call('EXPIRE', KEYS[4], ARGV[8])
+persist('admitted')
+
+if not redis.call('SET', KEYS[5], ARGV[6], 'NX', 'PX', ARGV[7]) then
+  save_state()
+  return {'locked'}
+end
+-- Fencing numbers must only grow, also after the state hash expired: a fresh
+-- counter starts from the clock (microseconds), far above any earlier value.
+local fence = tonumber(st[7])
+if fence then fence = fence + 1 else fence = now_ms * 1000 end
+for _, v in ipairs({'fence', fence, 'processing', '1', 'lock_since_ms', now_ms}) do table.insert(fields, v) end
+save_state()
+-- %.0f: tostring() would print a large fence in exponent notation.
+return {'acquired', string.format('%.0f', fence), redis.call('ZRANGE', KEYS[3], 0, -1),
+  redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')}

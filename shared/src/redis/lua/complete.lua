@@ -1,0 +1,43 @@
+-- complete: the lock holder's last step for one answer.
+--
+-- KEYS: 1 lock  2 state  3 ctx  4 owed  5 jobs stream
+-- ARGV: 1 token  2 highest owed seq the answer covers  3 final (1 = deliver
+--       even if newer messages arrived)  4 answer context entry (JSON)
+--       5 answer timestamp  6 answer job (JSON)  7 pause (1 = transfer_to_agent)
+--       8 pause ttl s  9 context ttl s  10 context max entries  11 lock ttl ms
+--       12 now ms  13 redrive job (JSON)
+--
+-- Returns {'lost'}                 the lock expired or was taken: discard the answer
+--       | {'newer', ctx[], owed[]}  newer customer messages: re-run, lock kept
+--       | {'done', newer[]}         answer recorded, lock released; newer[] stay owed
+
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {'lost'}
+end
+local newer = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[2], '+inf')
+if #newer > 0 and ARGV[3] ~= '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[11])
+  return {'newer', redis.call('ZRANGE', KEYS[3], 0, -1), redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')}
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[10]) + 1))
+redis.call('EXPIRE', KEYS[3], ARGV[9])
+local now_ms = tonumber(ARGV[12])
+local fields = {'processing', '0', 'answered_seq', ARGV[2], 'last_answer_ms', now_ms}
+if ARGV[7] == '1' then
+  table.insert(fields, 'paused_until_ms'); table.insert(fields, now_ms + tonumber(ARGV[8]) * 1000)
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+if ARGV[7] == '1' then
+  redis.call('EXPIRE', KEYS[2], math.max(tonumber(ARGV[8]), tonumber(ARGV[9])))
+end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[5], '*', 'type', 'persist_answer', 'payload', ARGV[6])
+if #newer > 0 then
+  -- The restart budget is spent: hand the still-owed messages to the
+  -- background consumer so they are answered even if nothing else arrives.
+  redis.call('XADD', KEYS[5], '*', 'type', 'redrive_conversation', 'payload', ARGV[13])
+end
+return {'done', newer}

@@ -1,0 +1,14 @@
+//! Redis: the conversation store (admit, heartbeat, complete, cancel) and the
+//! `jobs` stream.
+//!
+//! One reconnecting multiplexed connection ([`redis::aio::ConnectionManager`])
+//! per cold start, created lazily so a function starts even while Redis is
+//! away. Scripts are hashed once; `EVALSHA` falls back to loading the script
+//! on `NOSCRIPT` (after a Redis restart or failover).
+
+mod keys;
+mod scripts;
+mod store;
+
+pub use keys::{ConversationKeys, KeySpace};
+pub use store::{Admission, AnswerRecord, Completion, ContextEntry, ConversationStore, Lease, OwedMessage, Snapshot};

@@ -1,0 +1,12 @@
+//! The Lua scripts, hashed once per process. `redis::Script` sends `EVALSHA`
+//! and loads the script on `NOSCRIPT`, so a restarted Redis costs one extra
+//! round trip, not an error.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+pub(super) static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit.lua")));
+pub(super) static COMPLETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
+pub(super) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
+pub(super) static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/cancel.lua")));

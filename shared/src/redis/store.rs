@@ -1,0 +1,364 @@
+//! The conversation store: the four scripts of DESIGN §6 behind typed calls.
+//!
+//! Round trips on the message path: one `EVALSHA` to admit (dedupe, context,
+//! state, rate limit, pause, lock, fencing number and the persistence job, all
+//! atomic) and one to complete (token check, newer-message check, answer
+//! recorded, lock released, answer job). Because the persistence job is
+//! written inside the same script as the dedupe mark, a message can never be
+//! marked seen without also being enqueued.
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, Value, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    keys::{ConversationKeys, KeySpace},
+    scripts,
+};
+use crate::{
+    config::Config,
+    domain::{ConversationId, IncomingMessage, SenderType},
+    error::AppError,
+};
+
+/// One message as the AI sees it, stored in the context sorted set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextEntry {
+    pub message_id: String,
+    pub sender_type: String,
+    pub content: String,
+    pub timestamp: f64,
+}
+
+/// A customer message that no answer covers yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwedMessage {
+    pub message_id: String,
+    pub timestamp: f64,
+    /// Arrival order within the conversation (not part of the member).
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+/// What the lock holder works from: the context in timestamp order and the
+/// messages it must cover, in arrival order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub context: Vec<ContextEntry>,
+    pub owed: Vec<OwedMessage>,
+}
+
+impl Snapshot {
+    /// Highest arrival number the snapshot covers; `complete` clears up to it.
+    pub fn covered_seq(&self) -> i64 {
+        self.owed.iter().map(|m| m.seq).max().unwrap_or(0)
+    }
+}
+
+/// The lock, held: its random token and the fencing number taken with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: String,
+    pub fence: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    Duplicate,
+    /// A bot or system message: recorded, nothing to answer.
+    Stored,
+    BotPaused,
+    RateLimited { retry_after_secs: u64 },
+    /// Another invocation holds the conversation; this message joined its context.
+    Locked,
+    Acquired { lease: Lease, snapshot: Snapshot },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// The lock expired or another processor took it: the answer is discarded.
+    Lost,
+    /// Newer customer messages arrived: re-run with this fuller snapshot; the lock is kept.
+    Newer(Snapshot),
+    /// Recorded and released; `still_owed` lists messages that arrived after
+    /// the answer and are handed to the background re-drive.
+    Done { still_owed: Vec<OwedMessage> },
+}
+
+/// What `complete` records with a final answer.
+#[derive(Debug)]
+pub struct AnswerRecord<'a> {
+    pub context_entry: &'a ContextEntry,
+    pub job: &'a str,
+    pub redrive_job: &'a str,
+    pub pause_bot: bool,
+}
+
+#[derive(Clone)]
+pub struct ConversationStore {
+    conn: ConnectionManager,
+    keys: KeySpace,
+    lock_ttl: Duration,
+    context_ttl: Duration,
+    dedupe_ttl: Duration,
+    pause_ttl: Duration,
+    context_max: usize,
+    rate_max: u32,
+    rate_window: Duration,
+}
+
+impl std::fmt::Debug for ConversationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationStore").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+impl ConversationStore {
+    /// Builds the store without connecting: the first command connects, and a
+    /// lost connection is re-established in the background.
+    pub fn new(config: &Config) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.redis_url.expose())?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client.get_connection_manager_lazy(manager_config)?;
+        Ok(Self {
+            conn,
+            keys: KeySpace::new(&config.redis_key_prefix, &config.jobs_stream),
+            lock_ttl: config.lock_ttl,
+            context_ttl: config.context_ttl,
+            dedupe_ttl: config.dedupe_ttl,
+            pause_ttl: config.bot_pause_ttl,
+            context_max: config.context_max_messages,
+            rate_max: config.rate_limit_conversation_max,
+            rate_window: config.rate_limit_window,
+        })
+    }
+
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    /// A clone of the shared connection, for callers with their own commands.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Admits one validated message; `persist_job` is written to the stream
+    /// in the same atomic step unless the message is a duplicate.
+    pub async fn admit(&self, message: &IncomingMessage, persist_job: &str) -> Result<Admission, AppError> {
+        let keys = self.keys.conversation(&message.conversation_id);
+        let entry = ContextEntry {
+            message_id: message.message_id.as_str().to_owned(),
+            sender_type: message.sender_type.as_str().to_owned(),
+            content: message.message_content.clone(),
+            timestamp: message.timestamp,
+        };
+        let owed = OwedMessage { message_id: entry.message_id.clone(), timestamp: message.timestamp, seq: 0 };
+        let kind = match message.sender_type {
+            s if s.is_customer() => "customer",
+            SenderType::Agent => "agent",
+            _ => "other",
+        };
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let reply: Value = scripts::ADMIT
+            .key(keys.seen(&message.message_id))
+            .key(keys.state())
+            .key(keys.context())
+            .key(keys.owed())
+            .key(keys.lock())
+            .key(self.keys.jobs())
+            .arg(message.message_id.as_str())
+            .arg(message.timestamp)
+            .arg(to_json(&entry))
+            .arg(kind)
+            .arg(persist_job)
+            .arg(&token)
+            .arg(millis(self.lock_ttl))
+            .arg(self.context_ttl.as_secs().max(1))
+            .arg(self.dedupe_ttl.as_secs().max(1))
+            .arg(self.rate_max)
+            .arg(millis(self.rate_window))
+            .arg(now_ms())
+            .arg(self.pause_ttl.as_secs().max(1))
+            .arg(to_json(&owed))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut parts = array(reply)?.into_iter();
+        let tag = string(parts.next())?;
+        Ok(match tag.as_str() {
+            "duplicate" => Admission::Duplicate,
+            "stored" => Admission::Stored,
+            "bot_paused" => Admission::BotPaused,
+            "locked" => Admission::Locked,
+            "rate_limited" => Admission::RateLimited {
+                retry_after_secs: string(parts.next())?.parse().map_err(|_| protocol("rate_limited"))?,
+            },
+            "acquired" => {
+                let fence = string(parts.next())?.parse().map_err(|_| protocol("fence"))?;
+                let snapshot = snapshot(parts.next(), parts.next())?;
+                Admission::Acquired { lease: Lease { token, fence }, snapshot }
+            }
+            other => return Err(protocol(other)),
+        })
+    }
+
+    /// Extends the lock; `false` means it was lost and the holder must stop.
+    pub async fn heartbeat(&self, conversation: &ConversationId, lease: &Lease) -> Result<bool, AppError> {
+        let extended: i64 = scripts::HEARTBEAT
+            .key(self.keys.conversation(conversation).lock())
+            .arg(&lease.token)
+            .arg(millis(self.lock_ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(extended == 1)
+    }
+
+    /// The current context and owed messages (used after a debounce window).
+    pub async fn snapshot(&self, conversation: &ConversationId) -> Result<Snapshot, AppError> {
+        let keys = self.keys.conversation(conversation);
+        let (ctx, owed): (Value, Value) = redis::pipe()
+            .zrange(keys.context(), 0, -1)
+            .zrange_withscores(keys.owed(), 0, -1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        snapshot(Some(ctx), Some(owed))
+    }
+
+    /// Completes one answer. With `is_final` the answer is recorded even when
+    /// newer messages arrived (the restart budget is spent).
+    pub async fn complete(
+        &self,
+        conversation: &ConversationId,
+        lease: &Lease,
+        covered_seq: i64,
+        is_final: bool,
+        answer: &AnswerRecord<'_>,
+    ) -> Result<Completion, AppError> {
+        let keys: ConversationKeys = self.keys.conversation(conversation);
+        let reply: Value = scripts::COMPLETE
+            .key(keys.lock())
+            .key(keys.state())
+            .key(keys.context())
+            .key(keys.owed())
+            .key(self.keys.jobs())
+            .arg(&lease.token)
+            .arg(covered_seq)
+            .arg(if is_final { "1" } else { "0" })
+            .arg(to_json(answer.context_entry))
+            .arg(answer.context_entry.timestamp)
+            .arg(answer.job)
+            .arg(if answer.pause_bot { "1" } else { "0" })
+            .arg(self.pause_ttl.as_secs().max(1))
+            .arg(self.context_ttl.as_secs().max(1))
+            .arg(self.context_max)
+            .arg(millis(self.lock_ttl))
+            .arg(now_ms())
+            .arg(answer.redrive_job)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut parts = array(reply)?.into_iter();
+        Ok(match string(parts.next())?.as_str() {
+            "lost" => Completion::Lost,
+            "newer" => Completion::Newer(snapshot(parts.next(), parts.next())?),
+            "done" => Completion::Done {
+                still_owed: array(parts.next().unwrap_or(Value::Nil))?
+                    .into_iter()
+                    .map(|m| parse_json::<OwedMessage>(Some(m)))
+                    .collect::<Result<_, _>>()?,
+            },
+            other => return Err(protocol(other)),
+        })
+    }
+
+    /// Force-releases the lock and clears the processing flag. Returns whether
+    /// a lock was held and how many messages are still owed.
+    pub async fn cancel(&self, conversation: &ConversationId) -> Result<(bool, u64), AppError> {
+        let keys = self.keys.conversation(conversation);
+        let (released, owed): (i64, u64) = scripts::CANCEL
+            .key(keys.lock())
+            .key(keys.state())
+            .key(keys.owed())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((released == 1, owed))
+    }
+
+    /// Appends one job to the stream (jobs that need no atomic partner).
+    pub async fn enqueue(&self, kind: &str, payload: &str) -> Result<(), AppError> {
+        let _: String =
+            self.conn.clone().xadd(self.keys.jobs(), "*", &[("type", kind), ("payload", payload)]).await?;
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| millis(d))
+        .unwrap_or(0)
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn protocol(what: &str) -> AppError {
+    tracing::error!(reply = what, "unexpected reply from a conversation script");
+    AppError::Internal
+}
+
+fn array(value: Value) -> Result<Vec<Value>, AppError> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(protocol("expected an array")),
+    }
+}
+
+fn string(value: Option<Value>) -> Result<String, AppError> {
+    match value {
+        Some(Value::BulkString(bytes)) => String::from_utf8(bytes).map_err(|_| protocol("utf8")),
+        Some(Value::SimpleString(s)) => Ok(s),
+        Some(Value::Int(i)) => Ok(i.to_string()),
+        _ => Err(protocol("expected a string")),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(value: Option<Value>) -> Result<T, AppError> {
+    serde_json::from_str(&string(value)?).map_err(|_| protocol("json member"))
+}
+
+fn snapshot(ctx: Option<Value>, owed: Option<Value>) -> Result<Snapshot, AppError> {
+    let context = array(ctx.unwrap_or(Value::Nil))?
+        .into_iter()
+        .map(|v| parse_json(Some(v)))
+        .collect::<Result<Vec<ContextEntry>, _>>()?;
+    let mut owed_items = Vec::new();
+    let mut flat = array(owed.unwrap_or(Value::Nil))?.into_iter();
+    // WITHSCORES replies are flat [member, score, ...] from a script and
+    // may be pairs from RESP3 clients; accept both.
+    while let Some(item) = flat.next() {
+        let (member, score) = match item {
+            Value::Array(mut pair) if pair.len() == 2 => {
+                let score = pair.pop();
+                (pair.pop(), score)
+            }
+            member => (Some(member), flat.next()),
+        };
+        let mut message: OwedMessage = parse_json(member)?;
+        message.seq = match score {
+            Some(Value::Double(d)) => d as i64,
+            other => string(other)?.parse::<f64>().map_err(|_| protocol("owed score"))? as i64,
+        };
+        owed_items.push(message);
+    }
+    Ok(Snapshot { context, owed: owed_items })
+}
