@@ -47,8 +47,10 @@ impl Action {
             "send_message" => Some(message.to_owned()),
             "send_quick_replies" => {
                 let options = self.data.get("quick_replies").and_then(Value::as_array).into_iter().flatten();
-                let lines: Vec<String> =
-                    options.enumerate().map(|(i, o)| format!("{}. {}", i + 1, option_title(o).unwrap_or_default())).collect();
+                let lines: Vec<String> = options
+                    .enumerate()
+                    .map(|(i, o)| format!("{}. {}", i + 1, option_title(o).unwrap_or_default()))
+                    .collect();
                 Some(format!("{message}\n{}", lines.join("\n")))
             }
             "send_carousel" => {
@@ -127,7 +129,10 @@ fn validate(action_type: &str, data: &mut Map<String, Value>, assistant: &Assist
         }
         "send_carousel" => {
             let elements = non_empty_array(data, "elements", MAX_CAROUSEL_ELEMENTS)?;
-            match elements.iter().position(|e| e.get("title").and_then(Value::as_str).is_none_or(|t| t.trim().is_empty())) {
+            match elements
+                .iter()
+                .position(|e| e.get("title").and_then(Value::as_str).is_none_or(|t| t.trim().is_empty()))
+            {
                 Some(i) => Err(format!("data.elements[{i}] needs a non-empty title")),
                 None => Ok(()),
             }

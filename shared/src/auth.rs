@@ -24,11 +24,7 @@ pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), AppE
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(AppError::Unauthorized)?;
-    if secrets_match(given.as_bytes(), expected.expose().as_bytes()) {
-        Ok(())
-    } else {
-        Err(AppError::Unauthorized)
-    }
+    if secrets_match(given.as_bytes(), expected.expose().as_bytes()) { Ok(()) } else { Err(AppError::Unauthorized) }
 }
 
 #[cfg(test)]

@@ -47,11 +47,7 @@ pub enum AiConfig {
     /// `POST AI_SERVICE_URL` with the assistant and the context.
     Http { url: String },
     /// An OpenAI-compatible `chat/completions` endpoint.
-    OpenAi {
-        base_url: String,
-        api_key: Secret,
-        model: String,
-    },
+    OpenAi { base_url: String, api_key: Secret, model: String },
 }
 
 #[derive(Debug, Clone)]
@@ -276,7 +272,12 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let c = config(&[("PANCAKE_ACCESS_TOKEN", "hunter2-token"), ("REDIS_PASSWORD", "p@ss"), ("POSTGRES_PASSWORD", "pgpass")]).unwrap();
+        let c = config(&[
+            ("PANCAKE_ACCESS_TOKEN", "hunter2-token"),
+            ("REDIS_PASSWORD", "p@ss"),
+            ("POSTGRES_PASSWORD", "pgpass"),
+        ])
+        .unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2-token"));
         assert!(!printed.contains("pgpass"));
@@ -297,7 +298,13 @@ mod tests {
 
     #[test]
     fn postgres_variables_build_the_database_url() {
-        let c = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("POSTGRES_HOST", "db"), ("POSTGRES_DB", "chat"), ("POSTGRES_USER", "app")]).unwrap();
+        let c = config(&[
+            ("PANCAKE_ACCESS_TOKEN", "t"),
+            ("POSTGRES_HOST", "db"),
+            ("POSTGRES_DB", "chat"),
+            ("POSTGRES_USER", "app"),
+        ])
+        .unwrap();
         assert_eq!(c.database_url.expose(), "postgres://app@db:5432/chat?sslmode=disable");
     }
 }

@@ -122,8 +122,8 @@ pub struct IncomingMessage {
 impl IncomingMessage {
     /// Parses and validates a seed-001 request body.
     pub fn parse(body: &[u8], max_content_bytes: usize) -> Result<Self, AppError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| AppError::invalid("body", format!("malformed JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| AppError::invalid("body", format!("malformed JSON: {e}")))?;
         let Value::Object(map) = value else {
             return Err(AppError::invalid("body", "must be a JSON object"));
         };
@@ -140,9 +140,8 @@ impl IncomingMessage {
         let sender_id = parse_id("sender_id", map.get("sender_id"))?;
         let sender_type = match map.get("sender_type") {
             None | Some(Value::Null) => return Err(AppError::invalid("sender_type", "is required")),
-            Some(Value::String(s)) => SenderType::parse(s).ok_or_else(|| {
-                AppError::invalid("sender_type", "must be one of user, customer, agent, bot, system")
-            })?,
+            Some(Value::String(s)) => SenderType::parse(s)
+                .ok_or_else(|| AppError::invalid("sender_type", "must be one of user, customer, agent, bot, system"))?,
             Some(_) => return Err(AppError::invalid("sender_type", "must be a string")),
         };
         let timestamp = match map.get("timestamp") {

@@ -46,8 +46,5 @@ pub use error::AppError;
 
 /// Seconds since the Unix epoch as a float, the timestamp format of seed 001.
 pub fn now_epoch_seconds() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }

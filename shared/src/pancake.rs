@@ -63,7 +63,12 @@ impl Pancake {
 
     /// Sends one text message; returns Pancake's message id when it gives one
     /// (remembered to recognise the echo webhook).
-    pub async fn send_text(&self, page_id: &str, conversation_id: &str, text: &str) -> Result<Option<String>, PancakeError> {
+    pub async fn send_text(
+        &self,
+        page_id: &str,
+        conversation_id: &str,
+        text: &str,
+    ) -> Result<Option<String>, PancakeError> {
         let body = json!({ "action": "reply_inbox", "message": text });
         let reply = self.post(page_id, conversation_id, "messages", &body).await?;
         Ok(reply.get("id").and_then(|id| match id {
@@ -79,7 +84,13 @@ impl Pancake {
         self.post(page_id, conversation_id, "assign", &body).await.map(drop)
     }
 
-    async fn post(&self, page_id: &str, conversation_id: &str, tail: &str, body: &Value) -> Result<Value, PancakeError> {
+    async fn post(
+        &self,
+        page_id: &str,
+        conversation_id: &str,
+        tail: &str,
+        body: &Value,
+    ) -> Result<Value, PancakeError> {
         let base = self.base_url.as_deref().ok_or(PancakeError::Disabled)?;
         let token = self.page_access_token.as_ref().ok_or(PancakeError::NoToken)?;
         let mut url = reqwest::Url::parse(base).map_err(|e| PancakeError::Transport(e.to_string()))?;

@@ -50,11 +50,16 @@ pub enum Outcome {
     Completed(Answered),
     /// The restart budget was spent: `current` was delivered; `newer` stay owed
     /// (handed to the background re-drive).
-    RestartNeeded { newer: Vec<OwedMessage>, current: Answered },
+    RestartNeeded {
+        newer: Vec<OwedMessage>,
+        current: Answered,
+    },
     Duplicate,
     Stored,
     BotPaused,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// Another invocation holds the conversation; it will cover this message.
     Locked,
     /// Our lock expired while we worked and another processor took over: our
@@ -83,7 +88,8 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
         Admission::RateLimited { retry_after_secs } => Ok(Outcome::RateLimited { retry_after_secs }),
         Admission::Locked => Ok(Outcome::Locked),
         Admission::Acquired { lease, snapshot } => {
-            let assistant = app.assistants.resolve(message.assistant_id().as_deref(), message.page_id().as_deref()).await;
+            let assistant =
+                app.assistants.resolve(message.assistant_id().as_deref(), message.page_id().as_deref()).await;
             let assistant = match assistant {
                 Ok(a) => a,
                 Err(err) => {
@@ -226,7 +232,12 @@ fn round_ms(ms: f64) -> f64 {
 /// the lock was lost (another processor owns the conversation now). A failed
 /// heartbeat (Redis briefly away) does not stop the work: `complete` checks
 /// the token anyway.
-async fn with_heartbeat<F: Future>(app: &App, conversation: &ConversationId, lease: &Lease, work: F) -> Option<F::Output> {
+async fn with_heartbeat<F: Future>(
+    app: &App,
+    conversation: &ConversationId,
+    lease: &Lease,
+    work: F,
+) -> Option<F::Output> {
     let interval = app.config.heartbeat_interval();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,7 +309,8 @@ async fn execute(app: &App, conversation: &ConversationId, page_id: Option<&str>
         error: None,
         retryable: false,
     };
-    let needs_pancake = action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns());
+    let needs_pancake =
+        action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns());
     let page_id = match page_id {
         Some(p) => p,
         None if needs_pancake => {

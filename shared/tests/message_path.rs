@@ -56,7 +56,9 @@ impl AiProvider for Instrumented {
 #[tokio::test]
 async fn the_seed_example_returns_completed_with_every_field_of_the_seed_response() {
     let pancake = pancake_stub().await;
-    let env = TestEnv::with(&[("PANCAKE_BASE_URL", &pancake.url()), ("PANCAKE_PAGE_ACCESS_TOKEN", "page-secret")], None).await;
+    let env =
+        TestEnv::with(&[("PANCAKE_BASE_URL", &pancake.url()), ("PANCAKE_PAGE_ACCESS_TOKEN", "page-secret")], None)
+            .await;
     let (status, _, body) = env.post(&seed_request()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["success"], true);
@@ -102,7 +104,9 @@ async fn twenty_concurrent_requests_for_one_conversation_never_overlap_and_all_a
     let env = Arc::new(TestEnv::with(&[("MAX_RESTARTS", "25")], Some(ai.clone())).await);
     let requests = (0..20).map(|i| {
         let env = env.clone();
-        tokio::spawn(async move { env.post(&message("burst", &format!("m{i}"), &format!("tin nhắn {i}"), 1000.0 + i as f64)).await })
+        tokio::spawn(async move {
+            env.post(&message("burst", &format!("m{i}"), &format!("tin nhắn {i}"), 1000.0 + i as f64)).await
+        })
     });
     let mut covered = HashSet::new();
     let mut statuses = Vec::new();
@@ -160,7 +164,12 @@ async fn a_processor_paused_past_the_lock_ttl_cannot_complete_and_the_newer_fenc
     assert!(newer_fence > stale.fence);
     assert_eq!(body["result"]["covered_message_ids"], json!(["a1", "a2"]));
     // A wakes up: its result is discarded.
-    let entry = ContextEntry { message_id: "bot:stale".into(), sender_type: "bot".into(), content: "stale".into(), timestamp: 3.0 };
+    let entry = ContextEntry {
+        message_id: "bot:stale".into(),
+        sender_type: "bot".into(),
+        content: "stale".into(),
+        timestamp: 3.0,
+    };
     let record = AnswerRecord { context_entry: &entry, job: "{\"stale\":true}", redrive_job: "{}", pause_bot: false };
     let completion = store.complete(&conversation, &stale, snapshot.covered_seq(), true, &record).await.unwrap();
     assert_eq!(completion, Completion::Lost);
@@ -189,7 +198,9 @@ async fn each_bad_input_gets_its_status_and_changes_nothing() {
         body.as_object_mut().unwrap().remove(key);
         body.to_string().into_bytes()
     };
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, StatusCode, Option<&str>)> = vec![
+    // (name, bearer token, body, expected status, field named in the error)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("missing conversation_id", Some(common::TOKEN), without("conversation_id"), StatusCode::BAD_REQUEST, Some("conversation_id")),
         ("empty message_id", Some(common::TOKEN), with("message_id", json!("")), StatusCode::BAD_REQUEST, Some("message_id")),
         ("missing message_id", Some(common::TOKEN), without("message_id"), StatusCode::BAD_REQUEST, Some("message_id")),

@@ -52,13 +52,29 @@ fn has_word(text: &str, words: &[&str]) -> bool {
 
 fn classify(text: &str) -> Intent {
     let t = text.to_lowercase();
-    if contains_any(&t, &["gặp nhân viên", "nhân viên", "tư vấn viên", "người thật", "gap nhan vien", "real person", "human agent", "talk to a human", "talk to someone"])
-        || has_word(&t, &["agent", "human", "staff"])
+    if contains_any(
+        &t,
+        &[
+            "gặp nhân viên",
+            "nhân viên",
+            "tư vấn viên",
+            "người thật",
+            "gap nhan vien",
+            "real person",
+            "human agent",
+            "talk to a human",
+            "talk to someone",
+        ],
+    ) || has_word(&t, &["agent", "human", "staff"])
     {
         Intent::HumanHandoff
-    } else if contains_any(&t, &["đặt lịch", "dat lich", "đặt hẹn", "lịch hẹn", "appointment", "book a", "schedule a"]) || has_word(&t, &["book", "booking"]) {
+    } else if contains_any(&t, &["đặt lịch", "dat lich", "đặt hẹn", "lịch hẹn", "appointment", "book a", "schedule a"])
+        || has_word(&t, &["book", "booking"])
+    {
         Intent::BookAppointment
-    } else if contains_any(&t, &["giá", "bao nhiêu tiền", "bao nhiêu", "how much", "bảng giá", "chi phí"]) || has_word(&t, &["price", "prices", "pricing", "cost"]) {
+    } else if contains_any(&t, &["giá", "bao nhiêu tiền", "bao nhiêu", "how much", "bảng giá", "chi phí"])
+        || has_word(&t, &["price", "prices", "pricing", "cost"])
+    {
         Intent::Pricing
     } else if contains_any(&t, &["tạm biệt", "hẹn gặp lại", "goodbye", "see you"]) || has_word(&t, &["bye"]) {
         Intent::Goodbye
@@ -73,7 +89,8 @@ fn classify(text: &str) -> Intent {
 fn is_vietnamese(text: &str) -> bool {
     const MARKS: &str = "ăâđêôơưáàảãạấầẩẫậắằẳẵặéèẻẽẹếềểễệíìỉĩịóòỏõọốồổỗộớờởỡợúùủũụứừửữựýỳỷỹỵ";
     let lower = text.to_lowercase();
-    lower.chars().any(|c| MARKS.contains(c)) || has_word(&lower, &["toi", "ban", "muon", "dat", "lich", "gia", "chao", "alo"])
+    lower.chars().any(|c| MARKS.contains(c))
+        || has_word(&lower, &["toi", "ban", "muon", "dat", "lich", "gia", "chao", "alo"])
 }
 
 fn entities(text: &str) -> Map<String, Value> {
@@ -117,8 +134,16 @@ pub fn respond(text: &str) -> AiAnswer {
     let medical = entities.get("service_type").and_then(Value::as_str) == Some("medical_checkup");
     let (reply, confidence, actions): (String, f64, Vec<Value>) = match intent {
         Intent::HumanHandoff => {
-            let reply = if vi { "Mình sẽ chuyển bạn đến nhân viên tư vấn ngay, bạn vui lòng chờ trong giây lát." } else { "I'm connecting you with a member of our team now, please hold on." };
-            (reply.into(), 0.93, vec![send(reply), json!({"type": "transfer_to_agent", "data": {"reason": "customer_requested_human"}})])
+            let reply = if vi {
+                "Mình sẽ chuyển bạn đến nhân viên tư vấn ngay, bạn vui lòng chờ trong giây lát."
+            } else {
+                "I'm connecting you with a member of our team now, please hold on."
+            };
+            (
+                reply.into(),
+                0.93,
+                vec![send(reply), json!({"type": "transfer_to_agent", "data": {"reason": "customer_requested_human"}})],
+            )
         }
         Intent::BookAppointment => {
             let reply = match (vi, medical) {
@@ -131,18 +156,37 @@ pub fn respond(text: &str) -> AiAnswer {
         }
         Intent::Pricing => {
             let (reply, options) = if vi {
-                ("Bạn quan tâm đến sản phẩm hoặc dịch vụ nào để mình báo giá chi tiết ạ?", ["Bảng giá dịch vụ", "Khuyến mãi", "Gặp nhân viên"])
+                (
+                    "Bạn quan tâm đến sản phẩm hoặc dịch vụ nào để mình báo giá chi tiết ạ?",
+                    ["Bảng giá dịch vụ", "Khuyến mãi", "Gặp nhân viên"],
+                )
             } else {
-                ("Which product or service would you like a price for?", ["Price list", "Promotions", "Talk to an agent"])
+                (
+                    "Which product or service would you like a price for?",
+                    ["Price list", "Promotions", "Talk to an agent"],
+                )
             };
-            (reply.into(), 0.9, vec![json!({"type": "send_quick_replies", "data": {"message": reply, "quick_replies": options}})])
+            (
+                reply.into(),
+                0.9,
+                vec![json!({"type": "send_quick_replies", "data": {"message": reply, "quick_replies": options}})],
+            )
         }
         Intent::Goodbye => {
-            let reply = if vi { "Cảm ơn bạn đã liên hệ. Hẹn gặp lại bạn!" } else { "Thank you for reaching out. See you soon!" };
-            (reply.into(), 0.9, vec![send(reply), json!({"type": "end_conversation", "data": {"reason": "customer_goodbye"}})])
+            let reply = if vi {
+                "Cảm ơn bạn đã liên hệ. Hẹn gặp lại bạn!"
+            } else {
+                "Thank you for reaching out. See you soon!"
+            };
+            (
+                reply.into(),
+                0.9,
+                vec![send(reply), json!({"type": "end_conversation", "data": {"reason": "customer_goodbye"}})],
+            )
         }
         Intent::Greeting => {
-            let reply = if vi { "Xin chào! Mình có thể giúp gì cho bạn?" } else { "Hello! How can I help you today?" };
+            let reply =
+                if vi { "Xin chào! Mình có thể giúp gì cho bạn?" } else { "Hello! How can I help you today?" };
             (reply.into(), 0.9, vec![send(reply)])
         }
         Intent::Fallback => {
@@ -162,7 +206,14 @@ pub fn respond(text: &str) -> AiAnswer {
         Intent::Greeting => "greeting",
         Intent::Fallback => "fallback",
     };
-    AiAnswer { response_text: reply, intent: intent.into(), confidence, entities, model_used: MODEL.into(), actions: Some(actions) }
+    AiAnswer {
+        response_text: reply,
+        intent: intent.into(),
+        confidence,
+        entities,
+        model_used: MODEL.into(),
+        actions: Some(actions),
+    }
 }
 
 #[cfg(test)]

@@ -138,15 +138,16 @@ pub fn answer_from_json(value: &Value, default_model: &str) -> Result<AiAnswer, 
         .and_then(Value::as_str)
         .ok_or_else(|| AiError::BadResponse("response_text is missing".into()))?
         .to_owned();
-    let actions = value
-        .get("actions")
-        .or_else(|| body.get("actions"))
-        .and_then(Value::as_array)
-        .cloned();
+    let actions = value.get("actions").or_else(|| body.get("actions")).and_then(Value::as_array).cloned();
     Ok(AiAnswer {
         response_text,
         intent: body.get("intent").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
-        confidence: body.get("confidence").and_then(Value::as_f64).filter(|c| c.is_finite()).unwrap_or(0.5).clamp(0.0, 1.0),
+        confidence: body
+            .get("confidence")
+            .and_then(Value::as_f64)
+            .filter(|c| c.is_finite())
+            .unwrap_or(0.5)
+            .clamp(0.0, 1.0),
         entities: body.get("entities").and_then(Value::as_object).cloned().unwrap_or_default(),
         model_used: body.get("model_used").and_then(Value::as_str).unwrap_or(default_model).to_owned(),
         actions,

@@ -77,17 +77,16 @@ fn parse_content(content: &str, model_used: &str) -> AiAnswer {
         .and_then(|s| s.strip_suffix("```"))
         .map(str::trim)
         .unwrap_or(trimmed);
-    serde_json::from_str::<Value>(unfenced)
-        .ok()
-        .and_then(|v| answer_from_json(&v, model_used).ok())
-        .unwrap_or_else(|| AiAnswer {
+    serde_json::from_str::<Value>(unfenced).ok().and_then(|v| answer_from_json(&v, model_used).ok()).unwrap_or_else(
+        || AiAnswer {
             response_text: trimmed.to_owned(),
             intent: "unknown".into(),
             confidence: 0.5,
             entities: Default::default(),
             model_used: model_used.to_owned(),
             actions: None,
-        })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -96,7 +95,8 @@ mod tests {
 
     #[test]
     fn json_content_is_parsed_and_plain_text_falls_back() {
-        let json = parse_content("```json\n{\"response_text\":\"Chào\",\"intent\":\"greeting\",\"confidence\":0.9}\n```", "m");
+        let json =
+            parse_content("```json\n{\"response_text\":\"Chào\",\"intent\":\"greeting\",\"confidence\":0.9}\n```", "m");
         assert_eq!((json.response_text.as_str(), json.intent.as_str()), ("Chào", "greeting"));
         let text = parse_content("Just words", "m");
         assert_eq!((text.response_text.as_str(), text.intent.as_str()), ("Just words", "unknown"));

@@ -20,10 +20,13 @@ use crate::{domain::Assistant, error::AppError};
 
 const TTL: Duration = Duration::from_secs(60);
 
+/// `(metadata.assistant_id, metadata.page_id)` → when fetched, what.
+type Cache = HashMap<(Option<String>, Option<String>), (Instant, Assistant)>;
+
 #[derive(Debug)]
 pub struct AssistantDirectory {
     pool: Pool,
-    cache: Mutex<HashMap<(Option<String>, Option<String>), (Instant, Assistant)>>,
+    cache: Mutex<Cache>,
 }
 
 impl AssistantDirectory {

@@ -69,10 +69,15 @@ pub enum Admission {
     /// A bot or system message: recorded, nothing to answer.
     Stored,
     BotPaused,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     /// Another invocation holds the conversation; this message joined its context.
     Locked,
-    Acquired { lease: Lease, snapshot: Snapshot },
+    Acquired {
+        lease: Lease,
+        snapshot: Snapshot,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,8 +294,7 @@ impl ConversationStore {
 
     /// Appends one job to the stream (jobs that need no atomic partner).
     pub async fn enqueue(&self, kind: &str, payload: &str) -> Result<(), AppError> {
-        let _: String =
-            self.conn.clone().xadd(self.keys.jobs(), "*", &[("type", kind), ("payload", payload)]).await?;
+        let _: String = self.conn.clone().xadd(self.keys.jobs(), "*", &[("type", kind), ("payload", payload)]).await?;
         Ok(())
     }
 }
@@ -300,10 +304,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| millis(d))
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 
 fn to_json(value: &impl Serialize) -> String {

@@ -110,8 +110,7 @@ impl TestEnv {
     /// Every entry of the jobs stream as (type, outcome, payload).
     pub async fn stream(&self) -> Vec<(String, Option<String>, Value)> {
         let mut conn = self.redis().await;
-        let reply: redis::streams::StreamRangeReply =
-            conn.xrange_all(format!("{}jobs", self.prefix)).await.unwrap();
+        let reply: redis::streams::StreamRangeReply = conn.xrange_all(format!("{}jobs", self.prefix)).await.unwrap();
         reply
             .ids
             .into_iter()
@@ -160,7 +159,8 @@ impl Drop for TestEnv {
                     tokio::spawn(conn);
                     let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
                 }
-                if let Ok(mut conn) = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await {
+                if let Ok(mut conn) = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await
+                {
                     let keys = scan_keys(&mut conn, &prefix).await;
                     for chunk in keys.chunks(500) {
                         let _: Result<(), _> = conn.del(chunk).await;
