@@ -3,7 +3,8 @@
 //! binaries call ([`switchboard::http::route`]), after applying migrations.
 //!
 //! Wiring only, like a function's `main.rs`; it binds loopback unless
-//! `GATEWAY_BIND` says otherwise.
+//! `GATEWAY_BIND` says otherwise. `local-gateway migrate` applies the
+//! migrations and exits (scripts and deploy steps use it).
 
 use axum::{Router, body::Bytes, extract::State, response::IntoResponse};
 use switchboard::{App, Config, telemetry};
@@ -16,6 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind = std::env::var("GATEWAY_BIND").unwrap_or_else(|_| "127.0.0.1".into());
     let app = App::build(config)?;
     app.migrate().await?;
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
     let router = Router::new().fallback(serve).with_state(app);
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
     tracing::info!(address = %listener.local_addr()?, "local gateway listening");
