@@ -23,7 +23,7 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[10]) + 1))
-redis.call('EXPIRE', KEYS[3], ARGV[9])
+-- No EXPIRE on the context here: admit refreshed it moments ago (2 h TTL).
 local now_ms = tonumber(ARGV[12])
 local fields = {'processing', '0', 'answered_seq', ARGV[2], 'last_answer_ms', now_ms}
 if ARGV[7] == '1' then
