@@ -25,10 +25,10 @@ use crate::{
     ai::{self, AiRequest},
     domain::{Assistant, ConversationId, IncomingMessage},
     error::AppError,
-    jobs::{self, ActionJob, ActionResult, ActionResults, AiResponseView, PersistAnswer, PersistMessage, Redrive},
+    jobs::{ActionJob, ActionResult, ActionResults, AiResponseView, PersistAnswer, PersistMessage, Redrive},
     now_epoch_seconds,
     pancake::PancakeError,
-    redis::{Admission, AnswerRecord, Completion, ContextEntry, Lease, OwedMessage, Snapshot},
+    redis::{AdmitMode, Admission, AnswerRecord, Claim, Completion, ContextEntry, Lease, OwedMessage, Snapshot},
 };
 
 /// One delivered answer.
@@ -81,12 +81,12 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
         received_at: now_epoch_seconds(),
     };
     let job = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
-    match app.store.admit(message, &job).await? {
+    match app.store.admit(message, &job, AdmitMode::Sync).await? {
         Admission::Duplicate => Ok(Outcome::Duplicate),
         Admission::Stored => Ok(Outcome::Stored),
         Admission::BotPaused => Ok(Outcome::BotPaused),
         Admission::RateLimited { retry_after_secs } => Ok(Outcome::RateLimited { retry_after_secs }),
-        Admission::Locked => Ok(Outcome::Locked),
+        Admission::Locked | Admission::Queued => Ok(Outcome::Locked),
         Admission::Acquired { lease, snapshot } => {
             let assistant =
                 app.assistants.resolve(message.assistant_id().as_deref(), message.page_id().as_deref()).await;
@@ -103,6 +103,34 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
             process(app, &message.conversation_id, &lease, snapshot, &assistant, page_id.as_deref()).await
         }
     }
+}
+
+/// Answers a conversation's owed messages with no message in hand: the
+/// background consumer's re-drive of stranded bursts and of webhook
+/// messages. `None` when there was nothing to do (nothing owed, paused, or a
+/// live holder will cover it).
+pub async fn redrive(
+    app: &App,
+    conversation: &ConversationId,
+    page_id: Option<&str>,
+    assistant_id: Option<&str>,
+) -> Result<Option<Outcome>, AppError> {
+    let Claim::Acquired { lease, snapshot, page_id: known_page, assistant_id: known_assistant } =
+        app.store.claim(conversation).await?
+    else {
+        return Ok(None);
+    };
+    let assistant_id = assistant_id.map(String::from).or(known_assistant);
+    let page_id = page_id.map(String::from).or(known_page);
+    let assistant = match app.assistants.resolve(assistant_id.as_deref(), page_id.as_deref()).await {
+        Ok(a) => a,
+        Err(err) => {
+            let _ = app.store.cancel(conversation).await;
+            return Err(err);
+        }
+    };
+    let page_id = page_id.or_else(|| assistant.page_ids.first().cloned());
+    process(app, conversation, &lease, snapshot, &assistant, page_id.as_deref()).await.map(Some)
 }
 
 /// The lock holder's work: ask, complete (restarting while newer messages
@@ -181,11 +209,14 @@ pub async fn process(
             content: outcome.answer.response_text.clone(),
             timestamp: answer_timestamp(&snapshot),
         };
+        let echo_texts: Vec<String> =
+            if delivery_enabled { actions.iter().filter_map(Action::customer_text).collect() } else { Vec::new() };
         let record = AnswerRecord {
             context_entry: &context_entry,
             job: &serde_json::to_string(&answer_job).map_err(|_| AppError::Internal)?,
             redrive_job: &serde_json::to_string(&redrive).map_err(|_| AppError::Internal)?,
             pause_bot,
+            echo_texts: &echo_texts,
         };
         let is_final = restarts >= config.max_restarts;
         match app.store.complete(conversation, lease, snapshot.covered_seq(), is_final, &record).await? {
@@ -282,8 +313,9 @@ async fn deliver(
     let executed = results.iter().filter(|r| r.status == "sent" || r.status == "done").count();
     let failed = results.iter().filter(|r| r.status == "failed").count();
     let job = ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
+    let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
     let enqueued = match serde_json::to_string(&job) {
-        Ok(payload) => app.store.enqueue(jobs::ACTION_RESULTS, &payload).await.is_ok(),
+        Ok(payload) => app.store.record_delivery(conversation, &sent_ids, &payload).await.is_ok(),
         Err(_) => false,
     };
     if !enqueued {

@@ -25,6 +25,17 @@ impl KeySpace {
         &self.jobs_stream
     }
 
+    /// Sorted set of conversations with owed messages (score: first owed, ms),
+    /// swept for stranded bursts.
+    pub fn owed_index(&self) -> String {
+        format!("{}owed_index", self.prefix)
+    }
+
+    /// The dead-letter stream: entries that failed too often or cannot be parsed.
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead", self.jobs_stream)
+    }
+
     pub fn conversation(&self, id: &ConversationId) -> ConversationKeys {
         ConversationKeys { base: format!("{}conv:{{{}}}", self.prefix, id.as_str()) }
     }
@@ -56,6 +67,18 @@ impl ConversationKeys {
     /// The processing lock: a random token, `PX` the lock TTL.
     pub fn lock(&self) -> String {
         format!("{}:lock", self.base)
+    }
+    /// A Pancake message id this backend sent (its webhook echo is ignored).
+    pub fn sent(&self, pancake_message_id: &str) -> String {
+        format!("{}:sent:{pancake_message_id}", self.base)
+    }
+    /// A text about to be sent, by digest: recognises the echo that can
+    /// arrive before Pancake's answer (and its message id) does.
+    pub fn echo(&self, text: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(text.trim().as_bytes());
+        let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        format!("{}:echo:{hex}", self.base)
     }
 }
 

@@ -11,4 +11,6 @@ mod scripts;
 mod store;
 
 pub use keys::{ConversationKeys, KeySpace};
-pub use store::{Admission, AnswerRecord, Completion, ContextEntry, ConversationStore, Lease, OwedMessage, Snapshot};
+pub use store::{
+    AdmitMode, Admission, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage, Snapshot,
+};

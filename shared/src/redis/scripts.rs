@@ -10,3 +10,7 @@ pub(super) static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include
 pub(super) static COMPLETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
 pub(super) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 pub(super) static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/cancel.lua")));
+pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+pub(super) static CONVERSATION_EVENT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/conversation_event.lua")));
+pub(super) static ECHO: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/echo.lua")));

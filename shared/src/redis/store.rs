@@ -74,10 +74,30 @@ pub enum Admission {
     },
     /// Another invocation holds the conversation; this message joined its context.
     Locked,
+    /// Deferred mode: owed, and a `process_conversation` job was enqueued.
+    Queued,
     Acquired {
         lease: Lease,
         snapshot: Snapshot,
     },
+}
+
+/// How admit proceeds once a customer message is owed.
+#[derive(Debug, Clone, Copy)]
+pub enum AdmitMode<'a> {
+    /// Try the lock now and answer within this request.
+    Sync,
+    /// Enqueue this `process_conversation` job instead (the webhook path).
+    Defer { process_job: &'a str },
+}
+
+/// The outcome of claiming a conversation with no message in hand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Nothing,
+    BotPaused,
+    Locked,
+    Acquired { lease: Lease, snapshot: Snapshot, page_id: Option<String>, assistant_id: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +118,8 @@ pub struct AnswerRecord<'a> {
     pub job: &'a str,
     pub redrive_job: &'a str,
     pub pause_bot: bool,
+    /// Texts about to be sent to Pancake (their webhook echoes are ignored).
+    pub echo_texts: &'a [String],
 }
 
 #[derive(Clone)]
@@ -154,7 +176,12 @@ impl ConversationStore {
 
     /// Admits one validated message; `persist_job` is written to the stream
     /// in the same atomic step unless the message is a duplicate.
-    pub async fn admit(&self, message: &IncomingMessage, persist_job: &str) -> Result<Admission, AppError> {
+    pub async fn admit(
+        &self,
+        message: &IncomingMessage,
+        persist_job: &str,
+        mode: AdmitMode<'_>,
+    ) -> Result<Admission, AppError> {
         let keys = self.keys.conversation(&message.conversation_id);
         let entry = ContextEntry {
             message_id: message.message_id.as_str().to_owned(),
@@ -176,6 +203,7 @@ impl ConversationStore {
             .key(keys.owed())
             .key(keys.lock())
             .key(self.keys.jobs())
+            .key(self.keys.owed_index())
             .arg(message.message_id.as_str())
             .arg(message.timestamp)
             .arg(to_json(&entry))
@@ -190,6 +218,17 @@ impl ConversationStore {
             .arg(now_ms())
             .arg(self.pause_ttl.as_secs().max(1))
             .arg(to_json(&owed))
+            .arg(message.conversation_id.as_str())
+            .arg(message.page_id().unwrap_or_default())
+            .arg(message.assistant_id().unwrap_or_default())
+            .arg(match mode {
+                AdmitMode::Sync => "sync",
+                AdmitMode::Defer { .. } => "defer",
+            })
+            .arg(match mode {
+                AdmitMode::Sync => "",
+                AdmitMode::Defer { process_job } => process_job,
+            })
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();
@@ -199,6 +238,7 @@ impl ConversationStore {
             "stored" => Admission::Stored,
             "bot_paused" => Admission::BotPaused,
             "locked" => Admission::Locked,
+            "queued" => Admission::Queued,
             "rate_limited" => Admission::RateLimited {
                 retry_after_secs: string(parts.next())?.parse().map_err(|_| protocol("rate_limited"))?,
             },
@@ -244,12 +284,18 @@ impl ConversationStore {
         answer: &AnswerRecord<'_>,
     ) -> Result<Completion, AppError> {
         let keys: ConversationKeys = self.keys.conversation(conversation);
-        let reply: Value = scripts::COMPLETE
+        let mut invocation = scripts::COMPLETE.prepare_invoke();
+        invocation
             .key(keys.lock())
             .key(keys.state())
             .key(keys.context())
             .key(keys.owed())
             .key(self.keys.jobs())
+            .key(self.keys.owed_index());
+        for text in answer.echo_texts {
+            invocation.key(keys.echo(text));
+        }
+        let reply: Value = invocation
             .arg(&lease.token)
             .arg(covered_seq)
             .arg(if is_final { "1" } else { "0" })
@@ -263,6 +309,8 @@ impl ConversationStore {
             .arg(millis(self.lock_ttl))
             .arg(now_ms())
             .arg(answer.redrive_job)
+            .arg(conversation.as_str())
+            .arg(ECHO_TTL_SECS)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();
@@ -292,6 +340,101 @@ impl ConversationStore {
         Ok((released == 1, owed))
     }
 
+    /// Takes the lock of a conversation to answer its owed messages.
+    pub async fn claim(&self, conversation: &ConversationId) -> Result<Claim, AppError> {
+        let keys = self.keys.conversation(conversation);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let reply: Value = scripts::CLAIM
+            .key(keys.state())
+            .key(keys.context())
+            .key(keys.owed())
+            .key(keys.lock())
+            .key(self.keys.owed_index())
+            .arg(&token)
+            .arg(millis(self.lock_ttl))
+            .arg(now_ms())
+            .arg(conversation.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut parts = array(reply)?.into_iter();
+        Ok(match string(parts.next())?.as_str() {
+            "nothing" => Claim::Nothing,
+            "bot_paused" => Claim::BotPaused,
+            "locked" => Claim::Locked,
+            "acquired" => {
+                let fence = string(parts.next())?.parse().map_err(|_| protocol("fence"))?;
+                let snapshot = snapshot(parts.next(), parts.next())?;
+                let page_id = Some(string(parts.next())?).filter(|s| !s.is_empty());
+                let assistant_id = Some(string(parts.next())?).filter(|s| !s.is_empty());
+                Claim::Acquired { lease: Lease { token, fence }, snapshot, page_id, assistant_id }
+            }
+            other => return Err(protocol(other)),
+        })
+    }
+
+    /// Applies a Pancake conversation event in version order; `job` (an
+    /// `update_conversation` payload) is enqueued when it applies. Returns
+    /// `stale`, `paused`, `resumed` or `applied`.
+    pub async fn conversation_event(
+        &self,
+        conversation: &ConversationId,
+        version: i64,
+        assigned: bool,
+        job: &str,
+    ) -> Result<String, AppError> {
+        let keys = self.keys.conversation(conversation);
+        Ok(scripts::CONVERSATION_EVENT
+            .key(keys.state())
+            .key(self.keys.jobs())
+            .arg(version)
+            .arg(if assigned { "1" } else { "0" })
+            .arg(now_ms())
+            .arg(self.pause_ttl.as_secs().max(1))
+            .arg(self.context_ttl.as_secs().max(1))
+            .arg(job)
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Whether a page-sent message is the echo of one this backend sent.
+    pub async fn is_echo(&self, conversation: &ConversationId, pancake_message_id: &str, text: &str) -> Result<bool, AppError> {
+        let keys = self.keys.conversation(conversation);
+        let echo: i64 = scripts::ECHO
+            .key(keys.sent(pancake_message_id))
+            .key(keys.echo(text))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(echo == 1)
+    }
+
+    /// After delivery: remember Pancake's ids of what we sent (to ignore their
+    /// echoes) and enqueue the delivery results, in one round trip.
+    pub async fn record_delivery(
+        &self,
+        conversation: &ConversationId,
+        sent_ids: &[String],
+        results_job: &str,
+    ) -> Result<(), AppError> {
+        let keys = self.keys.conversation(conversation);
+        let mut pipe = redis::pipe();
+        for id in sent_ids {
+            pipe.set_ex(keys.sent(id), 1, self.dedupe_ttl.as_secs().max(1)).ignore();
+        }
+        pipe.xadd(self.keys.jobs(), "*", &[("type", crate::jobs::ACTION_RESULTS), ("payload", results_job)]).ignore();
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Conversations that have owed messages since before `older_than_ms`.
+    pub async fn owed_conversations(&self, older_than_ms: u64, limit: usize) -> Result<Vec<String>, AppError> {
+        let ids: Vec<String> = self
+            .conn
+            .clone()
+            .zrangebyscore_limit(self.keys.owed_index(), "-inf", older_than_ms, 0, limit as isize)
+            .await?;
+        Ok(ids)
+    }
+
     /// Appends one job to the stream (jobs that need no atomic partner).
     pub async fn enqueue(&self, kind: &str, payload: &str) -> Result<(), AppError> {
         let _: String = self.conn.clone().xadd(self.keys.jobs(), "*", &[("type", kind), ("payload", payload)]).await?;
@@ -299,11 +442,14 @@ impl ConversationStore {
     }
 }
 
+/// How long the echo of a sent text is recognised by its digest alone.
+const ECHO_TTL_SECS: u64 = 120;
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(millis).unwrap_or(0)
 }
 

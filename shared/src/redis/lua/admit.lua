@@ -4,13 +4,18 @@
 --
 -- KEYS: 1 seen:<message_id>  2 state (hash)  3 ctx (zset by timestamp)
 --       4 owed (zset by arrival seq)  5 lock  6 jobs stream
+--       7 owed index (global zset: conversations with owed messages, for the
+--         stranded-burst sweep)
 -- ARGV: 1 message_id  2 timestamp  3 context entry (JSON)  4 sender kind
 --       (customer | agent | other)  5 persist job (JSON)  6 lock token
 --       7 lock ttl ms  8 context ttl s  9 dedupe ttl s  10 rate max
 --       11 rate window ms  12 now ms  13 pause ttl s  14 owed member (JSON)
+--       15 conversation id  16 page id ('' = unknown)  17 assistant id ('')
+--       18 mode: 'sync' (try the lock now) | 'defer' (enqueue a process job)
+--       19 process job (JSON, defer mode)
 --
 -- Returns {'duplicate'} | {'stored'} | {'bot_paused'} | {'rate_limited', secs}
---       | {'locked'} | {'acquired', fence, ctx[], owed[member, seq, ...]}
+--       | {'locked'} | {'queued'} | {'acquired', fence, ctx[], owed[member, seq, ...]}
 
 -- Dedupe first: a repeated message_id changes nothing at all.
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
@@ -23,6 +28,9 @@ local st = redis.call('HMGET', KEYS[2], 'seq', 'last_message_ts', 'paused_until_
   'rl_start_ms', 'rl_count', 'rl_prev', 'fence')
 local seq = (tonumber(st[1]) or 0) + 1
 local fields = {'seq', seq, 'updated_ms', now_ms}
+-- Remembered so a re-drive knows where to answer and with which assistant.
+if ARGV[16] ~= '' then table.insert(fields, 'page_id'); table.insert(fields, ARGV[16]) end
+if ARGV[17] ~= '' then table.insert(fields, 'assistant_id'); table.insert(fields, ARGV[17]) end
 -- Late messages are inserted into the context by timestamp, but never move
 -- the conversation's "last message" backwards.
 if ts >= (tonumber(st[2]) or -1) then
@@ -89,7 +97,15 @@ end
 -- Owed until an answer covers it (arrival order, not timestamp order).
 redis.call('ZADD', KEYS[4], seq, ARGV[14])
 redis.call('EXPIRE', KEYS[4], ARGV[8])
+redis.call('ZADD', KEYS[7], 'NX', now_ms, ARGV[15])
 persist('admitted')
+
+if ARGV[18] == 'defer' then
+  -- The webhook path: answer from the background consumer, not this request.
+  save_state()
+  redis.call('XADD', KEYS[6], '*', 'type', 'process_conversation', 'payload', ARGV[19])
+  return {'queued'}
+end
 
 if not redis.call('SET', KEYS[5], ARGV[6], 'NX', 'PX', ARGV[7]) then
   save_state()

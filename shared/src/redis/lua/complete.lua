@@ -1,11 +1,14 @@
 -- complete: the lock holder's last step for one answer.
 --
--- KEYS: 1 lock  2 state  3 ctx  4 owed  5 jobs stream
+-- KEYS: 1 lock  2 state  3 ctx  4 owed  5 jobs stream  6 owed index
+--       7.. echo marks (this conversation's slot) of the texts about to be
+--           sent, so their webhook echo is recognised even before Pancake's
+--           message id is known
 -- ARGV: 1 token  2 highest owed seq the answer covers  3 final (1 = deliver
 --       even if newer messages arrived)  4 answer context entry (JSON)
 --       5 answer timestamp  6 answer job (JSON)  7 pause (1 = transfer_to_agent)
 --       8 pause ttl s  9 context ttl s  10 context max entries  11 lock ttl ms
---       12 now ms  13 redrive job (JSON)
+--       12 now ms  13 redrive job (JSON)  14 conversation id  15 echo ttl s
 --
 -- Returns {'lost'}                 the lock expired or was taken: discard the answer
 --       | {'newer', ctx[], owed[]}  newer customer messages: re-run, lock kept
@@ -21,6 +24,9 @@ if #newer > 0 and ARGV[3] ~= '1' then
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[2])
+if #newer == 0 then
+  redis.call('ZREM', KEYS[6], ARGV[14])
+end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[10]) + 1))
 -- No EXPIRE on the context here: admit refreshed it moments ago (2 h TTL).
@@ -34,6 +40,9 @@ if ARGV[7] == '1' then
   redis.call('EXPIRE', KEYS[2], math.max(tonumber(ARGV[8]), tonumber(ARGV[9])))
 end
 redis.call('DEL', KEYS[1])
+for i = 7, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[15])
+end
 redis.call('XADD', KEYS[5], '*', 'type', 'persist_answer', 'payload', ARGV[6])
 if #newer > 0 then
   -- The restart budget is spent: hand the still-owed messages to the
