@@ -1,13 +1,15 @@
 //! The local gateway: serves every HTTP route of every function on
 //! `127.0.0.1:$PORT` (default 8000) by calling the same router the Lambda
-//! binaries call ([`switchboard::http::route`]), after applying migrations.
+//! binaries call ([`switchboard::http::route`]), after applying migrations,
+//! and runs the background consumer of the `jobs` stream continuously (what
+//! the scheduled `background-consumer` Lambda does in the cloud).
 //!
 //! Wiring only, like a function's `main.rs`; it binds loopback unless
 //! `GATEWAY_BIND` says otherwise. `local-gateway migrate` applies the
 //! migrations and exits (scripts and deploy steps use it).
 
 use axum::{Router, body::Bytes, extract::State, response::IntoResponse};
-use switchboard::{App, Config, telemetry};
+use switchboard::{App, Config, consumer::Consumer, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("migrations applied");
         return Ok(());
     }
+    tokio::spawn(consume(app.clone()));
     let router = Router::new().fallback(serve).with_state(app);
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
     tracing::info!(address = %listener.local_addr()?, "local gateway listening");
@@ -40,6 +43,25 @@ async fn serve(State(app): State<App>, request: http::Request<axum::body::Body>)
     let response = switchboard::http::route(&app, http::Request::from_parts(parts, body)).await;
     let (parts, body) = response.into_parts();
     http::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The continuous consumer: what the scheduled `background-consumer` Lambda
+/// does in the cloud. Reconnects with backoff while Redis is away.
+async fn consume(app: App) {
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match Consumer::connect(app.clone(), Consumer::instance_name("gateway")).await {
+            Ok(consumer) => {
+                tracing::info!(consumer = consumer.name(), "background consumer running");
+                consumer.run(std::future::pending()).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "background consumer cannot start yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 async fn shutdown() {

@@ -91,6 +91,29 @@ pub struct Config {
     pub jobs_stream: String,
     /// Largest accepted `message_content`, in bytes (413 above it).
     pub max_message_bytes: usize,
+    /// The `?token=` Pancake's webhook URL carries; unset refuses every webhook.
+    pub pancake_webhook_secret: Option<Secret>,
+    pub consumer: ConsumerConfig,
+}
+
+/// The background consumer of the `jobs` stream.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub group: String,
+    /// Entries per read (and per Postgres transaction).
+    pub batch_size: usize,
+    /// How long one `XREADGROUP` waits for new entries.
+    pub block: Duration,
+    /// An entry pending this long is retried (its consumer failed it, or died).
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry moves to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// How often stranded bursts and undelivered actions are looked for.
+    pub sweep_interval: Duration,
+    /// Lambda mode stops reading this long before the invocation's deadline.
+    pub safety_margin: Duration,
+    /// An action still `pending` this long after its answer was never delivered.
+    pub undelivered_after: Duration,
 }
 
 impl Config {
@@ -145,6 +168,17 @@ impl Config {
             max_restarts: env.parse_or("MAX_RESTARTS", 2u32)?,
             jobs_stream: env.get("JOBS_STREAM").unwrap_or_else(|| "jobs".into()),
             max_message_bytes: 64 * 1024,
+            pancake_webhook_secret: env.get("PANCAKE_WEBHOOK_SECRET").map(Secret::new),
+            consumer: ConsumerConfig {
+                group: env.get("CONSUMER_GROUP").unwrap_or_else(|| "persist".into()),
+                batch_size: env.parse_or("CONSUMER_BATCH_SIZE", 500usize)?.clamp(1, 10_000),
+                block: Duration::from_millis(env.parse_or("CONSUMER_BLOCK_MS", 1_000u64)?),
+                claim_idle: Duration::from_millis(env.parse_or("CONSUMER_CLAIM_IDLE_MS", 15_000u64)?),
+                max_deliveries: env.parse_or("CONSUMER_MAX_DELIVERIES", 5u64)?.max(1),
+                sweep_interval: Duration::from_millis(env.parse_or("CONSUMER_SWEEP_MS", 10_000u64)?),
+                safety_margin: Duration::from_millis(env.parse_or("CONSUMER_SAFETY_MARGIN_MS", 5_000u64)?),
+                undelivered_after: Duration::from_secs(env.parse_or("UNDELIVERED_AFTER_SECONDS", 120u64)?),
+            },
         })
     }
 

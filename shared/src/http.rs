@@ -14,7 +14,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Every HTTP route this crate serves, as `(method, path)`; the gateway and
 /// README list these.
-pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/enhanced-handle-message")];
+pub const ROUTES: &[(&str, &str)] =
+    &[("POST", "/api/v1/enhanced-handle-message"), ("POST", "/api/v1/pancake/webhook")];
 
 /// Dispatches one request. Never panics on input; every failure is an
 /// [`AppError`] mapped to its status.
@@ -27,7 +28,8 @@ pub async fn route(app: &App, request: Request<Bytes>) -> Response<Bytes> {
             (&Method::POST, "/api/v1/enhanced-handle-message") => {
                 handlers::enhanced_handle_message(app, &request).await
             }
-            (_, "/api/v1/enhanced-handle-message") => Err(AppError::MethodNotAllowed),
+            (&Method::POST, "/api/v1/pancake/webhook") => crate::webhook::pancake_webhook(app, &request).await,
+            (_, "/api/v1/enhanced-handle-message" | "/api/v1/pancake/webhook") => Err(AppError::MethodNotAllowed),
             _ => Err(AppError::NotFound),
         }
     };

@@ -20,6 +20,9 @@ pub const PERSIST_MESSAGE: &str = "persist_message";
 pub const PERSIST_ANSWER: &str = "persist_answer";
 pub const ACTION_RESULTS: &str = "action_results";
 pub const REDRIVE_CONVERSATION: &str = "redrive_conversation";
+pub const PROCESS_CONVERSATION: &str = "process_conversation";
+pub const UPDATE_CONVERSATION: &str = "update_conversation";
+pub const DELIVER_ACTION: &str = "deliver_action";
 
 /// One admitted message, whatever its admit outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +94,9 @@ pub struct ActionResult {
     /// A failed delivery worth retrying from the stream (Pancake 429/5xx, network).
     #[serde(default)]
     pub retryable: bool,
+    /// 0 for the lock holder's delivery, then 1, 2… for the consumer's retries.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,14 +107,40 @@ pub struct ActionResults {
     pub results: Vec<ActionResult>,
 }
 
-/// Messages still owed after the restart budget was spent; the consumer
-/// re-drives the conversation through the same pipeline.
+/// A conversation with owed messages to answer in the background: the
+/// restart budget was spent (`redrive_conversation`), a webhook message
+/// arrived (`process_conversation`), or a lock holder died (the sweep).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Redrive {
     pub conversation_id: String,
     pub page_id: Option<String>,
-    pub assistant_id: String,
-    pub after_response_id: Uuid,
+    pub assistant_id: Option<String>,
+    /// Why: `restart_budget_spent`, `webhook`, `stranded`.
+    pub reason: String,
+}
+
+/// A conversation's assignment and pause, from Pancake's `conversation`
+/// webhook (applied in `version` order) or an admin action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateConversation {
+    pub conversation_id: String,
+    pub page_id: Option<String>,
+    pub pancake_version: i64,
+    pub assignee_ids: Vec<String>,
+    /// `Some(true)` paused, `Some(false)` resumed, `None` unchanged.
+    pub bot_paused: Option<bool>,
+}
+
+/// One action whose delivery failed with a retryable error, delivered again
+/// by the consumer (the action id is the idempotency key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliverAction {
+    pub response_id: Uuid,
+    pub conversation_id: String,
+    pub page_id: Option<String>,
+    pub fence: i64,
+    pub action: Action,
+    pub attempt: u32,
 }
 
 /// Owed messages as the API reports them (`newer_messages`).

@@ -20,14 +20,20 @@
 //! - [`actions`]: extraction and validation of the seven action types.
 //! - [`pancake`]: the client for Pancake's send-message and assign APIs.
 //! - [`jobs`]: the persistence jobs written to the stream.
+//! - [`customer_info`]: phone, e-mail, name and address found in messages.
+//! - [`consumer`]: the background consumer of the `jobs` stream (batched,
+//!   idempotent Postgres writes, retries, dead letters, re-drives).
 //! - [`pipeline`]: admit → process (AI, actions, complete, restarts) → deliver.
 //! - [`handlers`]: the HTTP handlers (`enhanced-handle-message`).
+//! - [`webhook`]: Pancake's own webhook, acknowledged at once.
 
 pub mod actions;
 pub mod ai;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod consumer;
+pub mod customer_info;
 pub mod domain;
 pub mod error;
 pub mod handlers;
@@ -39,6 +45,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod redis;
 pub mod telemetry;
+pub mod webhook;
 
 pub use app::App;
 pub use config::Config;

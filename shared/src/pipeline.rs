@@ -25,7 +25,7 @@ use crate::{
     ai::{self, AiRequest},
     domain::{Assistant, ConversationId, IncomingMessage},
     error::AppError,
-    jobs::{ActionJob, ActionResult, ActionResults, AiResponseView, PersistAnswer, PersistMessage, Redrive},
+    jobs::{ActionJob, ActionResult, ActionResults, DeliverAction, AiResponseView, PersistAnswer, PersistMessage, Redrive},
     now_epoch_seconds,
     pancake::PancakeError,
     redis::{AdmitMode, Admission, AnswerRecord, Claim, Completion, ContextEntry, Lease, OwedMessage, Snapshot},
@@ -200,8 +200,8 @@ pub async fn process(
         let redrive = Redrive {
             conversation_id: conversation.to_string(),
             page_id: page_id.map(String::from),
-            assistant_id: assistant.id.clone(),
-            after_response_id: response_id,
+            assistant_id: Some(assistant.id.clone()),
+            reason: "restart_budget_spent".into(),
         };
         let context_entry = ContextEntry {
             message_id: format!("bot:{response_id}"),
@@ -308,14 +308,30 @@ async fn deliver(
     let started = Instant::now();
     let mut results = Vec::with_capacity(actions.len());
     for action in actions {
-        results.push(execute(app, conversation, page_id, action).await);
+        results.push(execute(app, conversation, page_id, action, 0).await);
     }
     let executed = results.iter().filter(|r| r.status == "sent" || r.status == "done").count();
     let failed = results.iter().filter(|r| r.status == "failed").count();
     let job = ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
     let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
+    let retries: Vec<String> = actions
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.status == "failed" && r.retryable)
+        .filter_map(|(action, _)| {
+            serde_json::to_string(&DeliverAction {
+                response_id,
+                conversation_id: conversation.to_string(),
+                page_id: page_id.map(String::from),
+                fence,
+                action: action.clone(),
+                attempt: 1,
+            })
+            .ok()
+        })
+        .collect();
     let enqueued = match serde_json::to_string(&job) {
-        Ok(payload) => app.store.record_delivery(conversation, &sent_ids, &payload).await.is_ok(),
+        Ok(payload) => app.store.record_delivery(conversation, &sent_ids, &payload, &retries).await.is_ok(),
         Err(_) => false,
     };
     if !enqueued {
@@ -332,7 +348,15 @@ async fn deliver(
     })
 }
 
-async fn execute(app: &App, conversation: &ConversationId, page_id: Option<&str>, action: &Action) -> ActionResult {
+/// Executes one action against Pancake (used by the lock holder and, for
+/// retries, by the background consumer).
+pub async fn execute(
+    app: &App,
+    conversation: &ConversationId,
+    page_id: Option<&str>,
+    action: &Action,
+    attempt: u32,
+) -> ActionResult {
     let mut result = ActionResult {
         action_id: action.action_id,
         action_type: action.action_type.clone(),
@@ -340,6 +364,7 @@ async fn execute(app: &App, conversation: &ConversationId, page_id: Option<&str>
         pancake_message_id: None,
         error: None,
         retryable: false,
+        attempt,
     };
     let needs_pancake =
         action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns());

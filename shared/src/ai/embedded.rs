@@ -25,10 +25,10 @@ impl AiProvider for Embedded {
     }
 }
 
-static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+pub(crate) static PHONE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:\+84|\b84|\b0)[\s.\-]?\d{2,3}[\s.\-]?\d{3}[\s.\-]?\d{3,4}\b").expect("valid phone regex")
 });
-static EMAIL: LazyLock<Regex> =
+pub(crate) static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("valid email regex"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,8 @@ mod keys;
 mod scripts;
 mod store;
 
+pub(crate) use store::now_ms;
+
 pub use keys::{ConversationKeys, KeySpace};
 pub use store::{
     AdmitMode, Admission, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage, Snapshot,

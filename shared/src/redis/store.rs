@@ -408,12 +408,14 @@ impl ConversationStore {
     }
 
     /// After delivery: remember Pancake's ids of what we sent (to ignore their
-    /// echoes) and enqueue the delivery results, in one round trip.
+    /// echoes), enqueue the delivery results and a `deliver_action` retry per
+    /// retryable failure, in one round trip.
     pub async fn record_delivery(
         &self,
         conversation: &ConversationId,
         sent_ids: &[String],
         results_job: &str,
+        retry_jobs: &[String],
     ) -> Result<(), AppError> {
         let keys = self.keys.conversation(conversation);
         let mut pipe = redis::pipe();
@@ -421,6 +423,9 @@ impl ConversationStore {
             pipe.set_ex(keys.sent(id), 1, self.dedupe_ttl.as_secs().max(1)).ignore();
         }
         pipe.xadd(self.keys.jobs(), "*", &[("type", crate::jobs::ACTION_RESULTS), ("payload", results_job)]).ignore();
+        for job in retry_jobs {
+            pipe.xadd(self.keys.jobs(), "*", &[("type", crate::jobs::DELIVER_ACTION), ("payload", job)]).ignore();
+        }
         let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
     }

@@ -1,0 +1,22 @@
+//! Lambda `background-consumer`: invoked by an EventBridge schedule, drains
+//! the `jobs` stream into Postgres until shortly before its deadline and
+//! returns a summary. Wiring only: telemetry, configuration, clients built
+//! once, runtime.
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
+use switchboard::{App, Config, consumer::Consumer, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let app = App::build(config)?;
+    let consumer = Consumer::connect(app, Consumer::instance_name("lambda")).await?;
+    let consumer = &consumer;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let summary = consumer.drain(event.context.deadline).await;
+        Ok::<Value, Error>(serde_json::to_value(summary)?)
+    }))
+    .await
+}

@@ -1,0 +1,581 @@
+//! The background consumer of the `jobs` stream (DESIGN §6–7).
+//!
+//! A consumer group reads the stream; each read batch is written to Postgres
+//! in one transaction ([`writer`]) and acknowledged (`XACK`) only after the
+//! commit. Side-effect jobs — answering a conversation in the background
+//! (`process_conversation`, `redrive_conversation`) and retrying a Pancake
+//! delivery (`deliver_action`) — run one by one after the batch.
+//!
+//! Failure handling, judged by "can a message be lost or doubled here?":
+//! - nothing is acknowledged before it is written, so a consumer that dies
+//!   mid-batch loses nothing: its entries stay pending and another consumer
+//!   reclaims them with `XAUTOCLAIM` once idle for `claim_idle`; the writes
+//!   are idempotent, so a reclaimed batch that was in fact committed doubles
+//!   nothing;
+//! - Postgres unreachable: nothing is acknowledged and [`Consumer::run_until`]
+//!   backs off; the backlog drains when it returns;
+//! - an entry that fails stays pending and is retried after `claim_idle`
+//!   (the retry backoff); after `max_deliveries` it moves to `jobs:dead` with
+//!   its last error; an unparseable entry goes there at once and never blocks
+//!   its batch;
+//! - a batch that fails for one bad row is split and written entry by entry,
+//!   so the others land.
+//!
+//! Two modes over the same code: *Lambda* (`background-consumer`, invoked by
+//! a schedule, drains until its deadline) and *continuous* (the local gateway
+//! runs it as a task).
+
+pub mod writer;
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use redis::{
+    AsyncCommands,
+    aio::MultiplexedConnection,
+    streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply},
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    App,
+    config::ConsumerConfig,
+    domain::ConversationId,
+    error::AppError,
+    jobs::{self, ActionResults, DeliverAction, PersistAnswer, PersistMessage, Redrive, UpdateConversation},
+    pipeline,
+    redis::now_ms,
+};
+use writer::{Batch, MessageRow};
+
+/// What one step, one invocation or one run did.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub batches: u64,
+    pub read: u64,
+    pub reclaimed: u64,
+    pub written: u64,
+    pub acknowledged: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub conversations_processed: u64,
+    pub actions_redelivered: u64,
+    pub stranded_redriven: u64,
+}
+
+impl std::ops::AddAssign for Summary {
+    fn add_assign(&mut self, o: Self) {
+        self.batches += o.batches;
+        self.read += o.read;
+        self.reclaimed += o.reclaimed;
+        self.written += o.written;
+        self.acknowledged += o.acknowledged;
+        self.failed += o.failed;
+        self.dead_lettered += o.dead_lettered;
+        self.conversations_processed += o.conversations_processed;
+        self.actions_redelivered += o.actions_redelivered;
+        self.stranded_redriven += o.stranded_redriven;
+    }
+}
+
+/// One parsed stream entry.
+#[derive(Debug)]
+enum Job {
+    Message(MessageRow),
+    Answer(Box<PersistAnswer>),
+    Results(ActionResults),
+    Update(UpdateConversation),
+    Process(Redrive),
+    Deliver(Box<DeliverAction>),
+}
+
+impl Job {
+    fn parse(entry: &StreamId) -> Result<Self, String> {
+        let field = |name: &str| -> Option<String> { entry.get::<String>(name) };
+        let kind = field("type").ok_or("the entry has no type field")?;
+        let payload = field("payload").ok_or("the entry has no payload field")?;
+        fn de<T: serde::de::DeserializeOwned>(payload: &str) -> Result<T, String> {
+            serde_json::from_str(payload).map_err(|e| format!("unparseable payload: {e}"))
+        }
+        Ok(match kind.as_str() {
+            jobs::PERSIST_MESSAGE => Job::Message(MessageRow {
+                job: de::<PersistMessage>(&payload)?,
+                outcome: field("outcome").unwrap_or_else(|| "admitted".into()),
+            }),
+            jobs::PERSIST_ANSWER => Job::Answer(Box::new(de(&payload)?)),
+            jobs::ACTION_RESULTS => Job::Results(de(&payload)?),
+            jobs::UPDATE_CONVERSATION => Job::Update(de(&payload)?),
+            jobs::REDRIVE_CONVERSATION | jobs::PROCESS_CONVERSATION => Job::Process(de(&payload)?),
+            jobs::DELIVER_ACTION => Job::Deliver(Box::new(de(&payload)?)),
+            other => return Err(format!("unknown job type {other:?}")),
+        })
+    }
+
+    fn into_batch(self, batch: &mut Batch) -> Option<Job> {
+        match self {
+            Job::Message(m) => batch.messages.push(m),
+            Job::Answer(a) => batch.answers.push(*a),
+            Job::Results(r) => batch.results.push(r),
+            Job::Update(u) => batch.updates.push(u),
+            effect => return Some(effect),
+        }
+        None
+    }
+}
+
+/// Whether a Postgres error means "unreachable / try the whole batch later"
+/// rather than "this data is bad".
+fn is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c.starts_with("40")
+        }
+    }
+}
+
+pub struct Consumer {
+    app: App,
+    /// A connection of its own: `XREADGROUP … BLOCK` would stall every other
+    /// command multiplexed on a shared one.
+    reader: MultiplexedConnection,
+    settings: ConsumerConfig,
+    name: String,
+    stream: String,
+    dead: String,
+    errors: String,
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("name", &self.name).field("stream", &self.stream).finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Connects the reader and creates the consumer group if needed. The
+    /// group starts at `0`, so entries enqueued before any consumer existed
+    /// are consumed too.
+    pub async fn connect(app: App, name: impl Into<String>) -> Result<Self, AppError> {
+        let settings = app.config.consumer.clone();
+        let client = redis::Client::open(app.config.redis_url.expose())?;
+        let reader_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(settings.block + Duration::from_secs(5)));
+        let reader = client.get_multiplexed_async_connection_with_config(&reader_config).await?;
+        let keys = app.store.keys();
+        let consumer = Self {
+            stream: keys.jobs().to_owned(),
+            dead: keys.dead_letters(),
+            errors: format!("{}:errors", keys.jobs()),
+            name: name.into(),
+            settings,
+            reader,
+            app,
+            last_sweep: Mutex::new(None),
+        };
+        consumer.ensure_group().await?;
+        Ok(consumer)
+    }
+
+    /// A consumer name unique to this process (a Lambda instance, a gateway).
+    pub fn instance_name(kind: &str) -> String {
+        format!("{kind}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn ensure_group(&self) -> Result<(), AppError> {
+        let created: Result<(), redis::RedisError> =
+            self.reader.clone().xgroup_create_mkstream(&self.stream, &self.settings.group, "0").await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// One step: retry what is due (idle pending entries), else read new
+    /// entries (blocking up to `block`); then sweep when due.
+    pub async fn step(&self) -> Result<Summary, AppError> {
+        let mut summary = Summary::default();
+        let mut conn = self.reader.clone();
+        let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(&self.settings.group)
+            .arg(&self.name)
+            .arg(self.settings.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.settings.batch_size)
+            .query_async(&mut conn)
+            .await?;
+        if !claimed.claimed.is_empty() {
+            summary.reclaimed = claimed.claimed.len() as u64;
+            summary += self.process(claimed.claimed, true).await?;
+        } else {
+            let options = StreamReadOptions::default()
+                .group(&self.settings.group, &self.name)
+                .count(self.settings.batch_size)
+                .block(self.settings.block.as_millis() as usize);
+            let read: Option<StreamReadReply> = conn.xread_options(&[&self.stream], &[">"], &options).await?;
+            let entries: Vec<StreamId> = read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+            if !entries.is_empty() {
+                summary += self.process(entries, false).await?;
+            }
+        }
+        if self.sweep_due() {
+            summary += self.sweep().await?;
+        }
+        Ok(summary)
+    }
+
+    /// Steps until `deadline` (Lambda mode), backing off while a dependency is down.
+    pub async fn run_until(&self, deadline: Instant) -> Summary {
+        let mut summary = Summary::default();
+        let mut backoff = Duration::from_millis(100);
+        while Instant::now() + self.settings.block < deadline {
+            match self.step().await {
+                Ok(s) => {
+                    summary += s;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, backoff_ms = backoff.as_millis() as u64, "consumer step failed; backing off");
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(backoff.min(remaining)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        summary
+    }
+
+    /// Drains for one Lambda invocation whose deadline is `deadline_epoch_ms`.
+    pub async fn drain(&self, deadline_epoch_ms: u64) -> Summary {
+        let remaining = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms()));
+        let deadline = Instant::now() + remaining.saturating_sub(self.settings.safety_margin);
+        // Every scheduled run sweeps at least once (stranded bursts within one period).
+        if let Ok(mut last) = self.last_sweep.lock() {
+            *last = None;
+        }
+        self.run_until(deadline).await
+    }
+
+    /// Runs until `shutdown` resolves (continuous mode).
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.run_until(Instant::now() + Duration::from_secs(60)) => {}
+            }
+        }
+    }
+
+    async fn process(&self, entries: Vec<StreamId>, claimed: bool) -> Result<Summary, AppError> {
+        let mut summary = Summary { batches: 1, read: entries.len() as u64, ..Default::default() };
+        let deliveries = if claimed { self.deliveries(&entries).await? } else { HashMap::new() };
+        let mut batch = Batch::default();
+        let mut batch_ids = Vec::new();
+        let mut effects = Vec::new();
+        let mut acked = Vec::new();
+        for entry in &entries {
+            let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
+            if delivered > self.settings.max_deliveries {
+                let error: Option<String> = self.reader.clone().hget(&self.errors, &entry.id).await?;
+                let error = error.unwrap_or_else(|| "delivered too many times".into());
+                self.dead_letter(entry, &error, delivered).await?;
+                summary.dead_lettered += 1;
+                continue;
+            }
+            match Job::parse(entry) {
+                Err(error) => {
+                    tracing::error!(id = %entry.id, %error, "poison entry moved to the dead-letter stream");
+                    self.dead_letter(entry, &error, delivered).await?;
+                    summary.dead_lettered += 1;
+                }
+                Ok(job) => match job.into_batch(&mut batch) {
+                    None => batch_ids.push(entry.id.clone()),
+                    Some(effect) => effects.push((entry.id.clone(), effect)),
+                },
+            }
+        }
+
+        if !batch.is_empty() {
+            let mut client = self.app.db.get().await?;
+            match writer::write(&mut client, &batch).await {
+                Ok(()) => {
+                    summary.written += batch.len() as u64;
+                    acked.append(&mut batch_ids);
+                }
+                Err(err) if is_transient(&err) => {
+                    // Nothing acknowledged: the whole batch is retried later.
+                    return Err(AppError::from(err));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "batch write failed; writing entry by entry");
+                    drop(client);
+                    self.write_one_by_one(&entries, &batch_ids, &mut acked, &mut summary).await?;
+                }
+            }
+        }
+
+        for (id, effect) in effects {
+            match self.run_effect(effect, &mut summary, deliveries.get(&id).copied().unwrap_or(1)).await {
+                Ok(()) => acked.push(id),
+                Err(error) => {
+                    summary.failed += 1;
+                    let _: () = self.reader.clone().hset(&self.errors, &id, error).await?;
+                }
+            }
+        }
+        self.ack(&acked).await?;
+        summary.acknowledged += acked.len() as u64;
+        Ok(summary)
+    }
+
+    /// Isolates the entry that breaks a batch: each entry in its own transaction.
+    async fn write_one_by_one(
+        &self,
+        entries: &[StreamId],
+        ids: &[String],
+        acked: &mut Vec<String>,
+        summary: &mut Summary,
+    ) -> Result<(), AppError> {
+        let mut client = self.app.db.get().await?;
+        for entry in entries.iter().filter(|e| ids.contains(&e.id)) {
+            let mut single = Batch::default();
+            let Ok(job) = Job::parse(entry) else { continue };
+            job.into_batch(&mut single);
+            match writer::write(&mut client, &single).await {
+                Ok(()) => {
+                    summary.written += 1;
+                    acked.push(entry.id.clone());
+                }
+                Err(err) if is_transient(&err) => return Err(AppError::from(err)),
+                Err(err) => {
+                    summary.failed += 1;
+                    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_else(|| err.to_string());
+                    let _: () = self.reader.clone().hset(&self.errors, &entry.id, message).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_effect(&self, effect: Job, summary: &mut Summary, delivered: u64) -> Result<(), String> {
+        match effect {
+            Job::Process(job) => {
+                let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
+                pipeline::redrive(&self.app, &conversation, job.page_id.as_deref(), job.assistant_id.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                summary.conversations_processed += 1;
+                Ok(())
+            }
+            Job::Deliver(job) => {
+                let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
+                let attempt = job.attempt.max(delivered as u32);
+                let result =
+                    pipeline::execute(&self.app, &conversation, job.page_id.as_deref(), &job.action, attempt).await;
+                let failed_retryable = result.status == "failed" && result.retryable;
+                let final_failure = failed_retryable && delivered >= self.settings.max_deliveries;
+                let mut recorded = result.clone();
+                if final_failure {
+                    recorded.retryable = false;
+                }
+                let results = ActionResults {
+                    response_id: job.response_id,
+                    conversation_id: job.conversation_id.clone(),
+                    fence: job.fence,
+                    results: vec![recorded],
+                };
+                let sent: Vec<String> = result.pancake_message_id.clone().into_iter().collect();
+                let payload = serde_json::to_string(&results).map_err(|e| e.to_string())?;
+                self.app.store.record_delivery(&conversation, &sent, &payload, &[]).await.map_err(|e| e.to_string())?;
+                summary.actions_redelivered += 1;
+                match (failed_retryable, final_failure) {
+                    // Stays pending: retried after `claim_idle`.
+                    (true, false) => Err(result.error.unwrap_or_else(|| "delivery failed".into())),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Delivery counts of claimed entries (from `XPENDING`).
+    async fn deliveries(&self, entries: &[StreamId]) -> Result<HashMap<String, u64>, AppError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(HashMap::new()) };
+        let pending: StreamPendingCountReply = self
+            .reader
+            .clone()
+            .xpending_count(&self.stream, &self.settings.group, &first.id, &last.id, entries.len() * 2 + 10)
+            .await?;
+        Ok(pending.ids.into_iter().map(|p| (p.id, p.times_delivered as u64)).collect())
+    }
+
+    /// Moves one entry to `jobs:dead` with its error, atomically with its ack.
+    async fn dead_letter(&self, entry: &StreamId, error: &str, deliveries: u64) -> Result<(), AppError> {
+        let mut fields: Vec<(String, String)> = vec![
+            ("original_id".into(), entry.id.clone()),
+            ("error".into(), error.to_owned()),
+            ("deliveries".into(), deliveries.to_string()),
+        ];
+        for (k, v) in &entry.map {
+            if let Ok(text) = redis::from_redis_value_ref::<String>(v) {
+                fields.push((k.clone(), text));
+            }
+        }
+        let () = redis::pipe()
+            .atomic()
+            .xadd(&self.dead, "*", &fields)
+            .ignore()
+            .xack(&self.stream, &self.settings.group, &[&entry.id])
+            .ignore()
+            .hdel(&self.errors, &entry.id)
+            .ignore()
+            .query_async(&mut self.reader.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<(), AppError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let () = redis::pipe()
+            .xack(&self.stream, &self.settings.group, ids)
+            .ignore()
+            .hdel(&self.errors, ids)
+            .ignore()
+            .query_async(&mut self.reader.clone())
+            .await?;
+        Ok(())
+    }
+
+    fn sweep_due(&self) -> bool {
+        let Ok(mut last) = self.last_sweep.lock() else { return false };
+        match *last {
+            Some(at) if at.elapsed() < self.settings.sweep_interval => false,
+            _ => {
+                *last = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Finds work nobody else will do: conversations with owed messages and
+    /// no live lock holder (a holder died), and answers whose actions were
+    /// never delivered (the holder died between `complete` and delivery).
+    /// Also trims acknowledged entries off the stream.
+    pub async fn sweep(&self) -> Result<Summary, AppError> {
+        let mut summary = Summary::default();
+        let lock_ttl = self.app.config.lock_ttl.as_millis() as u64;
+        let stranded = self.app.store.owed_conversations(now_ms().saturating_sub(lock_ttl), 50).await?;
+        for id in stranded {
+            let Ok(conversation) = ConversationId::parse(&id) else { continue };
+            match pipeline::redrive(&self.app, &conversation, None, None).await {
+                Ok(Some(_)) => summary.stranded_redriven += 1,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(conversation_id = %id, error = %err, "re-drive failed; retried next sweep"),
+            }
+        }
+        summary += self.sweep_undelivered().await?;
+        self.trim().await?;
+        Ok(summary)
+    }
+
+    async fn sweep_undelivered(&self) -> Result<Summary, AppError> {
+        if !self.app.pancake.enabled() {
+            return Ok(Summary::default());
+        }
+        let client = self.app.db.get().await?;
+        let seconds = self.settings.undelivered_after.as_secs_f64();
+        // Claimed by flipping to `retrying` in the same statement, so two
+        // sweeping consumers never enqueue the same action twice.
+        let rows = client
+            .query(
+                "UPDATE message_actions m SET status = 'retrying', updated_at = now()
+                   FROM ai_responses r LEFT JOIN conversations c ON c.conversation_id = r.conversation_id
+                  WHERE m.response_id = r.id AND m.status = 'pending'
+                    AND m.created_at < now() - make_interval(secs => $1)
+                 RETURNING m.id, m.response_id, m.conversation_id, m.action_type, m.action_data, c.page_id, r.fence",
+                &[&seconds],
+            )
+            .await?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let data: Value = row.get(4);
+            let job = DeliverAction {
+                response_id: row.get(1),
+                conversation_id: row.get(2),
+                page_id: row.get(5),
+                fence: row.get(6),
+                action: crate::actions::Action {
+                    action_id: row.get(0),
+                    action_type: row.get(3),
+                    data: data.as_object().cloned().unwrap_or_default(),
+                },
+                attempt: 1,
+            };
+            jobs.push(serde_json::to_string(&job).map_err(|_| AppError::Internal)?);
+        }
+        for job in &jobs {
+            self.app.store.enqueue(jobs::DELIVER_ACTION, job).await?;
+        }
+        Ok(Summary { actions_redelivered: 0, ..Default::default() })
+    }
+
+    /// Drops entries every group member has acknowledged (older than the
+    /// oldest pending entry and than the group's read position).
+    async fn trim(&self) -> Result<(), AppError> {
+        let mut conn = self.reader.clone();
+        let groups: Vec<HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query_async(&mut conn).await.unwrap_or_default();
+        let mut floor: Option<String> = None;
+        for group in groups {
+            let Some(last) = group.get("last-delivered-id").and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            else {
+                return Ok(());
+            };
+            let name = group.get("name").and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).unwrap_or_default();
+            let pending: redis::streams::StreamPendingReply = conn.xpending(&self.stream, &name).await?;
+            let candidate = match pending {
+                redis::streams::StreamPendingReply::Data(data) => data.start_id,
+                _ => next_id(&last),
+            };
+            floor = Some(match floor {
+                Some(f) if stream_id_lt(&f, &candidate) => f,
+                _ => candidate,
+            });
+        }
+        if let Some(floor) = floor {
+            let _: i64 = redis::cmd("XTRIM").arg(&self.stream).arg("MINID").arg(&floor).query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+fn stream_id_lt(a: &str, b: &str) -> bool {
+    parse_id(a) < parse_id(b)
+}
+
+/// The smallest id after `id`.
+fn next_id(id: &str) -> String {
+    let (ms, seq) = parse_id(id);
+    format!("{ms}-{}", seq + 1)
+}

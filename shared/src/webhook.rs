@@ -1,0 +1,249 @@
+//! `POST /api/v1/pancake/webhook?token=…`: Pancake's own webhook
+//! (`../shared/reference/pancake/webhook.yaml`), acknowledged in milliseconds.
+//!
+//! Pancake suspends a webhook whose deliveries fail (non-2xx or slow), so this
+//! handler does one Redis round trip and answers `200`; the answer itself is
+//! produced by the background consumer (`process_conversation` job). Only a
+//! wrong token (`401`) or a malformed payload (`400`, nothing stored) is
+//! refused; a rate-limited or paused conversation is still a `200`.
+//!
+//! - `messaging` from a customer (INBOX): admitted with the same admit script
+//!   as `enhanced-handle-message` (dedupe by Pancake's message id, so a
+//!   re-delivered webhook changes nothing) and queued for an answer.
+//! - `messaging` sent by the page: the echo of one of our replies is ignored
+//!   (recognised by Pancake's message id, or by the text's digest when the
+//!   echo outruns Pancake's answer to our send); anything else is a human
+//!   agent replying, so the bot pauses for that conversation.
+//! - `messaging` of type COMMENT: acknowledged and ignored (public comment
+//!   replies are a different Pancake action, not built).
+//! - `conversation`: assignment changes in `version` order (older versions
+//!   ignored); assigned to a human pauses the bot, unassigned resumes it.
+//! - other event types: acknowledged and ignored.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    App,
+    auth::secrets_match,
+    domain::{ConversationId, IncomingMessage, MessageId, SenderType},
+    error::AppError,
+    http::json_response,
+    jobs::{PersistMessage, Redrive, UpdateConversation},
+    now_epoch_seconds,
+    redis::{AdmitMode, Admission},
+};
+
+/// The `token` query parameter, percent-decoded.
+fn query_token(request: &Request<Bytes>) -> Option<String> {
+    let query = request.uri().query()?;
+    let url = reqwest::Url::parse(&format!("http://localhost/?{query}")).ok()?;
+    url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+}
+
+pub async fn pancake_webhook(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>, AppError> {
+    let expected = app.config.pancake_webhook_secret.as_ref().ok_or(AppError::Unauthorized)?;
+    let given = query_token(request).ok_or(AppError::Unauthorized)?;
+    if !secrets_match(given.as_bytes(), expected.expose().as_bytes()) {
+        return Err(AppError::Unauthorized);
+    }
+    let payload: Value = serde_json::from_slice(request.body())
+        .map_err(|e| AppError::invalid("body", format!("malformed JSON: {e}")))?;
+    let event_type = payload
+        .get("event_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::invalid("event_type", "is required"))?;
+    let status = match event_type {
+        "messaging" => messaging(app, &payload).await?,
+        "conversation" => conversation(app, &payload).await?,
+        _ => "ignored",
+    };
+    Ok(json_response(StatusCode::OK, &json!({ "success": true, "event_type": event_type, "status": status })))
+}
+
+fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn required<'a>(value: &'a Value, pointer: &str, field: &'static str) -> Result<&'a str, AppError> {
+    match value.pointer(pointer) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        None | Some(Value::Null) => Err(AppError::invalid(field, "is required")),
+        Some(_) => Err(AppError::invalid(field, "must be a non-empty string")),
+    }
+}
+
+async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError> {
+    let page_id = required(payload, "/page_id", "page_id")?;
+    if !payload.pointer("/data/message").is_some_and(Value::is_object) {
+        return Err(AppError::invalid("data.message", "is required"));
+    }
+    let message_id = MessageId::parse(required(payload, "/data/message/id", "data.message.id")?)
+        .map_err(|_| AppError::invalid("data.message.id", "must be a valid id"))?;
+    let conversation = str_at(payload, "/data/message/conversation_id")
+        .or_else(|| str_at(payload, "/data/conversation/id"))
+        .ok_or_else(|| AppError::invalid("data.message.conversation_id", "is required"))?;
+    let conversation = ConversationId::parse(conversation)
+        .map_err(|_| AppError::invalid("data.message.conversation_id", "must be a valid id"))?;
+    let from = required(payload, "/data/message/from/id", "data.message.from.id")?;
+    let text = match payload.pointer("/data/message/message") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(AppError::invalid("data.message.message", "must be a string")),
+    };
+    let attachments = payload.pointer("/data/message/attachments").and_then(Value::as_array).map_or(0, Vec::len);
+    let content = if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
+    if content.len() > app.config.max_message_bytes {
+        return Err(AppError::TooLarge { field: "data.message.message", limit: app.config.max_message_bytes });
+    }
+    let timestamp = match payload.pointer("/data/message/inserted_at") {
+        None | Some(Value::Null) => now_epoch_seconds(),
+        Some(Value::String(s)) => parse_utc(s)
+            .ok_or_else(|| AppError::invalid("data.message.inserted_at", "must be an ISO 8601 date-time"))?,
+        Some(_) => return Err(AppError::invalid("data.message.inserted_at", "must be a string")),
+    };
+    let message_type = str_at(payload, "/data/message/type").unwrap_or("INBOX");
+    let customer = str_at(payload, "/data/conversation/from/id");
+    let sent_by_page =
+        from == page_id || str_at(payload, "/data/message/page_id") == Some(from) || customer.is_some_and(|c| c != from);
+
+    let mut metadata = Map::new();
+    metadata.insert("page_id".into(), json!(page_id));
+    metadata.insert("platform".into(), json!("pancake"));
+    metadata.insert("message_type".into(), json!(message_type));
+    if let Some(name) = str_at(payload, "/data/message/from/name") {
+        metadata.insert("sender_name".into(), json!(name));
+    }
+    if let Some(id) = str_at(payload, "/data/message/from/page_customer_id") {
+        metadata.insert("page_customer_id".into(), json!(id));
+    }
+
+    if sent_by_page {
+        if app.store.is_echo(&conversation, message_id.as_str(), &content).await? {
+            return Ok("ignored_echo");
+        }
+    } else if message_type != "INBOX" {
+        return Ok("ignored_comment");
+    }
+    let message = IncomingMessage {
+        conversation_id: conversation.clone(),
+        message_id,
+        message_content: content,
+        sender_id: from.to_owned(),
+        sender_type: if sent_by_page { SenderType::Agent } else { SenderType::Customer },
+        timestamp,
+        metadata,
+    };
+    let persist = PersistMessage {
+        conversation_id: message.conversation_id.to_string(),
+        message_id: message.message_id.to_string(),
+        sender_id: message.sender_id.clone(),
+        sender_type: message.sender_type.as_str().to_owned(),
+        content: message.message_content.clone(),
+        timestamp,
+        metadata: message.metadata.clone(),
+        page_id: Some(page_id.to_owned()),
+        received_at: now_epoch_seconds(),
+    };
+    let process = Redrive {
+        conversation_id: conversation.to_string(),
+        page_id: Some(page_id.to_owned()),
+        assistant_id: None,
+        reason: "webhook".into(),
+    };
+    let persist = serde_json::to_string(&persist).map_err(|_| AppError::Internal)?;
+    let process = serde_json::to_string(&process).map_err(|_| AppError::Internal)?;
+    Ok(match app.store.admit(&message, &persist, AdmitMode::Defer { process_job: &process }).await? {
+        Admission::Duplicate => "duplicate",
+        Admission::BotPaused if sent_by_page => "human_replied_bot_paused",
+        Admission::BotPaused => "bot_paused",
+        Admission::RateLimited { .. } => "rate_limited",
+        Admission::Stored => "stored",
+        Admission::Queued | Admission::Locked | Admission::Acquired { .. } => "queued",
+    })
+}
+
+async fn conversation(app: &App, payload: &Value) -> Result<&'static str, AppError> {
+    let page_id = required(payload, "/page_id", "page_id")?;
+    let id = required(payload, "/data/conversation/id", "data.conversation.id")?;
+    let conversation =
+        ConversationId::parse(id).map_err(|_| AppError::invalid("data.conversation.id", "must be a valid id"))?;
+    let version = payload
+        .pointer("/data/conversation/version")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| AppError::invalid("data.conversation.version", "must be an integer"))?;
+    let assignees: Vec<String> = match payload.pointer("/data/conversation/assignee_ids") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<_>>()
+            .ok_or_else(|| AppError::invalid("data.conversation.assignee_ids", "must be an array of strings"))?,
+        Some(_) => return Err(AppError::invalid("data.conversation.assignee_ids", "must be an array of strings")),
+    };
+    let job = UpdateConversation {
+        conversation_id: conversation.to_string(),
+        page_id: Some(page_id.to_owned()),
+        pancake_version: version,
+        bot_paused: (!assignees.is_empty()).then_some(true),
+        assignee_ids: assignees,
+    };
+    let job_json = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
+    let applied = app.store.conversation_event(&conversation, version, !job.assignee_ids.is_empty(), &job_json).await?;
+    Ok(match applied.as_str() {
+        "stale" => "ignored_stale_version",
+        "paused" => "assigned_bot_paused",
+        "resumed" => "unassigned_bot_resumed",
+        _ => "applied",
+    })
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`; no
+/// offset means UTC (Pancake's `inserted_at`).
+pub fn parse_utc(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once(['T', ' '])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (time, offset_secs) = if let Some(t) = rest.strip_suffix('Z') {
+        (t, 0)
+    } else if let Some(pos) = rest.rfind(['+', '-']).filter(|p| *p >= 8) {
+        let (t, off) = rest.split_at(pos);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (h, m) = off[1..].split_once(':').unwrap_or((&off[1..], "0"));
+        (t, sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60))
+    } else {
+        (rest, 0)
+    };
+    let mut t = time.splitn(3, ':');
+    let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let second: f64 = t.next().unwrap_or("0").parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || !(0.0..61.0).contains(&second)
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hour * 3_600 + minute * 60 - offset_secs) as f64 + second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pancake_timestamps_parse_as_utc() {
+        assert_eq!(parse_utc("2024-12-25T11:06:07.000000"), Some(1_735_124_767.0));
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_utc("2024-12-25T18:06:07+07:00"), Some(1_735_124_767.0));
+        assert_eq!(parse_utc("yesterday"), None);
+        assert_eq!(parse_utc("2024-13-01T00:00:00"), None);
+    }
+}
