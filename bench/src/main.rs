@@ -36,7 +36,8 @@ fn args() -> Args {
     let mut args = Args {
         messages: 20_000,
         gateway_bin: "target/perf/local-gateway".into(),
-        database_url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
     };
     let mut it = std::env::args().skip(1);
@@ -177,11 +178,15 @@ async fn main() {
         ("RATE_LIMIT_CONVERSATION_MAX", "0".into()),
         ("RUST_LOG", "warn".into()),
     ];
-    let config = Config::from_lookup(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())).expect("config");
+    let config =
+        Config::from_lookup(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())).expect("config");
     let app = Arc::new(App::build(config).expect("app"));
     app.migrate().await.expect("migrate");
-    let mut redis =
-        redis::Client::open(args.redis_url.as_str()).expect("redis").get_multiplexed_async_connection().await.expect("redis");
+    let mut redis = redis::Client::open(args.redis_url.as_str())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
 
     // Warm up: connections, script cache, assistant cache.
     in_process(&app, "warm", 200, 8).await;
@@ -227,7 +232,9 @@ async fn main() {
     }
     let _ = gateway.kill().await;
 
-    println!("| run | messages | p50 ms | p99 ms | messages/s | client Redis commands/msg | Redis commands/msg incl. inside scripts |");
+    println!(
+        "| run | messages | p50 ms | p99 ms | messages/s | client Redis commands/msg | Redis commands/msg incl. inside scripts |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for run in &runs {
         println!("{}", run.row());

@@ -14,8 +14,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Every HTTP route this crate serves, as `(method, path)`; the gateway and
 /// README list these.
-pub const ROUTES: &[(&str, &str)] =
-    &[("POST", "/api/v1/enhanced-handle-message"), ("POST", "/api/v1/pancake/webhook")];
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/enhanced-handle-message"), ("POST", "/api/v1/pancake/webhook")];
 
 /// Dispatches one request. Never panics on input; every failure is an
 /// [`AppError`] mapped to its status.

@@ -25,10 +25,12 @@ use crate::{
     ai::{self, AiRequest},
     domain::{Assistant, ConversationId, IncomingMessage},
     error::AppError,
-    jobs::{ActionJob, ActionResult, ActionResults, DeliverAction, AiResponseView, PersistAnswer, PersistMessage, Redrive},
+    jobs::{
+        ActionJob, ActionResult, ActionResults, AiResponseView, DeliverAction, PersistAnswer, PersistMessage, Redrive,
+    },
     now_epoch_seconds,
     pancake::PancakeError,
-    redis::{AdmitMode, Admission, AnswerRecord, Claim, Completion, ContextEntry, Lease, OwedMessage, Snapshot},
+    redis::{Admission, AdmitMode, AnswerRecord, Claim, Completion, ContextEntry, Lease, OwedMessage, Snapshot},
 };
 
 /// One delivered answer.

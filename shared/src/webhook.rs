@@ -32,7 +32,7 @@ use crate::{
     http::json_response,
     jobs::{PersistMessage, Redrive, UpdateConversation},
     now_epoch_seconds,
-    redis::{AdmitMode, Admission},
+    redis::{Admission, AdmitMode},
 };
 
 /// The `token` query parameter, percent-decoded.
@@ -93,7 +93,8 @@ async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError>
         Some(_) => return Err(AppError::invalid("data.message.message", "must be a string")),
     };
     let attachments = payload.pointer("/data/message/attachments").and_then(Value::as_array).map_or(0, Vec::len);
-    let content = if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
+    let content =
+        if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
     if content.len() > app.config.max_message_bytes {
         return Err(AppError::TooLarge { field: "data.message.message", limit: app.config.max_message_bytes });
     }
@@ -105,8 +106,9 @@ async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError>
     };
     let message_type = str_at(payload, "/data/message/type").unwrap_or("INBOX");
     let customer = str_at(payload, "/data/conversation/from/id");
-    let sent_by_page =
-        from == page_id || str_at(payload, "/data/message/page_id") == Some(from) || customer.is_some_and(|c| c != from);
+    let sent_by_page = from == page_id
+        || str_at(payload, "/data/message/page_id") == Some(from)
+        || customer.is_some_and(|c| c != from);
 
     let mut metadata = Map::new();
     metadata.insert("page_id".into(), json!(page_id));
@@ -219,7 +221,11 @@ pub fn parse_utc(s: &str) -> Option<f64> {
     let mut t = time.splitn(3, ':');
     let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
     let second: f64 = t.next().unwrap_or("0").parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || !(0.0..61.0).contains(&second)
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || !(0.0..61.0).contains(&second)
     {
         return None;
     }

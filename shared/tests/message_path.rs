@@ -153,7 +153,9 @@ async fn a_processor_paused_past_the_lock_ttl_cannot_complete_and_the_newer_fenc
     let conversation = ConversationId::parse("paused").unwrap();
     // Processor A takes the lock, then "pauses" (no heartbeats) past the TTL.
     let first = IncomingMessage::parse(message("paused", "a1", "xin chào", 1.0).to_string().as_bytes(), 65536).unwrap();
-    let Admission::Acquired { lease: stale, snapshot } = store.admit(&first, "{}", switchboard::redis::AdmitMode::Sync).await.unwrap() else {
+    let Admission::Acquired { lease: stale, snapshot } =
+        store.admit(&first, "{}", switchboard::redis::AdmitMode::Sync).await.unwrap()
+    else {
         panic!("first message should take the lock");
     };
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -170,7 +172,13 @@ async fn a_processor_paused_past_the_lock_ttl_cannot_complete_and_the_newer_fenc
         content: "stale".into(),
         timestamp: 3.0,
     };
-    let record = AnswerRecord { context_entry: &entry, job: "{\"stale\":true}", redrive_job: "{}", pause_bot: false, echo_texts: &[] };
+    let record = AnswerRecord {
+        context_entry: &entry,
+        job: "{\"stale\":true}",
+        redrive_job: "{}",
+        pause_bot: false,
+        echo_texts: &[],
+    };
     let completion = store.complete(&conversation, &stale, snapshot.covered_seq(), true, &record).await.unwrap();
     assert_eq!(completion, Completion::Lost);
     let answers: Vec<Value> =

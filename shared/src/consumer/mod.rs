@@ -402,10 +402,13 @@ impl Consumer {
                 let payload = serde_json::to_string(&results).map_err(|e| e.to_string())?;
                 self.app.store.record_delivery(&conversation, &sent, &payload, &[]).await.map_err(|e| e.to_string())?;
                 summary.actions_redelivered += 1;
-                match (failed_retryable, final_failure) {
-                    // Stays pending: retried after `claim_idle`.
-                    (true, false) => Err(result.error.unwrap_or_else(|| "delivery failed".into())),
-                    _ => Ok(()),
+                if failed_retryable {
+                    // Stays pending: retried after `claim_idle`; past the
+                    // delivery budget it moves to the dead-letter stream (its
+                    // action already recorded as finally `failed`).
+                    Err(result.error.unwrap_or_else(|| "delivery failed".into()))
+                } else {
+                    Ok(())
                 }
             }
             _ => Ok(()),
@@ -547,7 +550,8 @@ impl Consumer {
             else {
                 return Ok(());
             };
-            let name = group.get("name").and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).unwrap_or_default();
+            let name =
+                group.get("name").and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).unwrap_or_default();
             let pending: redis::streams::StreamPendingReply = conn.xpending(&self.stream, &name).await?;
             let candidate = match pending {
                 redis::streams::StreamPendingReply::Data(data) => data.start_id,

@@ -156,7 +156,8 @@ impl MessageColumns {
 /// timestamp order before the upsert (one row per key per statement).
 async fn write_customers(db: &impl GenericClient, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
     let mut merged: BTreeMap<(String, String), (f64, String, CustomerInfo)> = BTreeMap::new();
-    let mut ordered: Vec<&MessageRow> = rows.iter().filter(|r| matches!(r.job.sender_type.as_str(), "user" | "customer")).collect();
+    let mut ordered: Vec<&MessageRow> =
+        rows.iter().filter(|r| matches!(r.job.sender_type.as_str(), "user" | "customer")).collect();
     ordered.sort_by(|a, b| a.job.timestamp.total_cmp(&b.job.timestamp));
     for row in ordered {
         let mut info = customer_info::extract(&row.job.content);
@@ -167,7 +168,9 @@ async fn write_customers(db: &impl GenericClient, rows: &[MessageRow]) -> Result
             continue;
         }
         let key = (row.job.page_id.clone().unwrap_or_default(), row.job.sender_id.clone());
-        let entry = merged.entry(key).or_insert_with(|| (row.job.timestamp, row.job.conversation_id.clone(), CustomerInfo::default()));
+        let entry = merged
+            .entry(key)
+            .or_insert_with(|| (row.job.timestamp, row.job.conversation_id.clone(), CustomerInfo::default()));
         entry.2.merge(info);
     }
     if merged.is_empty() {
@@ -453,7 +456,16 @@ pub async fn write_messages_row_by_row(client: &mut Client, rows: &[MessageRow])
         let inserted = tx
             .execute(
                 &insert,
-                &[&j.conversation_id, &j.message_id, &j.sender_id, &j.sender_type, &j.content, &j.timestamp, &metadata, &row.outcome],
+                &[
+                    &j.conversation_id,
+                    &j.message_id,
+                    &j.sender_id,
+                    &j.sender_type,
+                    &j.content,
+                    &j.timestamp,
+                    &metadata,
+                    &row.outcome,
+                ],
             )
             .await?;
         if inserted == 1 {

@@ -14,5 +14,6 @@ pub(crate) use store::now_ms;
 
 pub use keys::{ConversationKeys, KeySpace};
 pub use store::{
-    AdmitMode, Admission, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage, Snapshot,
+    Admission, AdmitMode, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage,
+    Snapshot,
 };

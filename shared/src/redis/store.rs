@@ -397,7 +397,12 @@ impl ConversationStore {
     }
 
     /// Whether a page-sent message is the echo of one this backend sent.
-    pub async fn is_echo(&self, conversation: &ConversationId, pancake_message_id: &str, text: &str) -> Result<bool, AppError> {
+    pub async fn is_echo(
+        &self,
+        conversation: &ConversationId,
+        pancake_message_id: &str,
+        text: &str,
+    ) -> Result<bool, AppError> {
         let keys = self.keys.conversation(conversation);
         let echo: i64 = scripts::ECHO
             .key(keys.sent(pancake_message_id))

@@ -46,6 +46,25 @@ pub fn message(conversation: &str, id: &str, text: &str, ts: f64) -> Value {
            "sender_id": "customer_1", "sender_type": "user", "timestamp": ts, "metadata": {"page_id": "page_1"}})
 }
 
+/// Steps `consumer` until two consecutive steps find nothing (bounded).
+pub async fn drain(consumer: &switchboard::consumer::Consumer) -> switchboard::consumer::Summary {
+    let mut total = switchboard::consumer::Summary::default();
+    let mut idle = 0;
+    for _ in 0..500 {
+        let step = consumer.step().await.expect("consumer step");
+        if step.read == 0 && step.reclaimed == 0 {
+            idle += 1;
+            if idle >= 2 {
+                break;
+            }
+        } else {
+            idle = 0;
+        }
+        total += step;
+    }
+    total
+}
+
 pub struct TestEnv {
     pub app: App,
     pub schema: String,
@@ -85,6 +104,41 @@ impl TestEnv {
         let env_ = Self { app, schema, prefix, env };
         env_.app.migrate().await.expect("migrations apply");
         env_
+    }
+
+    /// Another App over this test's schema and key prefix, with overrides
+    /// (a second instance, or one pointed at an unreachable Postgres).
+    pub fn app_with(&self, vars: &[(&str, &str)]) -> App {
+        let mut env = self.env.clone();
+        for (k, v) in vars {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
+        App::build(config).unwrap()
+    }
+
+    pub async fn consumer(&self) -> switchboard::consumer::Consumer {
+        switchboard::consumer::Consumer::connect(self.app.clone(), "test-consumer").await.unwrap()
+    }
+
+    /// Appends one raw entry to the jobs stream.
+    pub async fn xadd(&self, fields: &[(&str, &str)]) {
+        let mut conn = self.redis().await;
+        let _: String = conn.xadd(format!("{}jobs", self.prefix), "*", fields).await.unwrap();
+    }
+
+    pub async fn post_webhook(&self, token: Option<&str>, body: &[u8]) -> (StatusCode, Value) {
+        let uri = match token {
+            Some(t) => format!("/api/v1/pancake/webhook?token={t}"),
+            None => "/api/v1/pancake/webhook".into(),
+        };
+        let request = Request::builder().method(Method::POST).uri(uri).body(Bytes::copy_from_slice(body)).unwrap();
+        let response = switchboard::http::route(&self.app, request).await;
+        (response.status(), serde_json::from_slice(response.body()).unwrap_or(Value::Null))
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.app.db.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
     }
 
     pub async fn post(&self, body: &Value) -> (StatusCode, HeaderMap, Value) {
