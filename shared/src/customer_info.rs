@@ -40,14 +40,29 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid address regex")
 });
 
-/// What `text` tells about its writer.
+/// What `text` tells about its writer. Cheap tests run first so the
+/// consumer's hot path pays for a regex only when one can match.
 pub fn extract(text: &str) -> CustomerInfo {
     let clean = |s: &str| Some(s.trim().trim_end_matches(['.', ',', '!']).trim().to_owned()).filter(|s| !s.is_empty());
+    let lower = text.to_lowercase();
+    let has_any = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
     CustomerInfo {
-        phone: PHONE.find(text).map(|m| m.as_str().chars().filter(|c| c.is_ascii_digit() || *c == '+').collect()),
-        email: EMAIL.find(text).map(|m| m.as_str().to_lowercase()),
-        name: NAME.captures(text).and_then(|c| c.get(1)).and_then(|m| clean(m.as_str())),
-        address: ADDRESS.captures(text).and_then(|c| c.get(1)).and_then(|m| clean(m.as_str())),
+        phone: (digits >= 9)
+            .then(|| PHONE.find(text))
+            .flatten()
+            .map(|m| m.as_str().chars().filter(|c| c.is_ascii_digit() || *c == '+').collect()),
+        email: text.contains('@').then(|| EMAIL.find(text)).flatten().map(|m| m.as_str().to_lowercase()),
+        name: has_any(&["tên", "tôi là", "my name", "i am", "i'm"])
+            .then(|| NAME.captures(text))
+            .flatten()
+            .and_then(|c| c.get(1))
+            .and_then(|m| clean(m.as_str())),
+        address: has_any(&["địa chỉ", "dia chi", "giao", "address", "ship to"])
+            .then(|| ADDRESS.captures(text))
+            .flatten()
+            .and_then(|c| c.get(1))
+            .and_then(|m| clean(m.as_str())),
     }
 }
 

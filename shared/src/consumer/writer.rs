@@ -2,7 +2,8 @@
 //!
 //! A whole batch is one transaction: one `UNNEST` statement per table (the
 //! arrays are bound as parameters, so a batch of 1,000 is a handful of
-//! statements), committed before the consumer acknowledges anything. Every
+//! statements), committed before the consumer acknowledges anything. (Binary
+//! `COPY` into a staging table measured the same speed; see BENCHMARKS.md.) Every
 //! statement conflicts on the natural key of its table, so writing the same
 //! entry twice — a redelivery, a reclaimed batch, a duplicated entry —
 //! changes nothing:
@@ -56,7 +57,7 @@ impl Batch {
 /// Writes the batch in one transaction.
 pub async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    write_messages(&tx, &batch.messages).await?;
+    write_messages_unnest(&tx, &batch.messages).await?;
     write_customers(&tx, &batch.messages).await?;
     write_answers(&tx, &batch.answers).await?;
     write_results(&tx, &batch.results).await?;
@@ -64,7 +65,99 @@ pub async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postg
     tx.commit().await
 }
 
-async fn write_messages(db: &impl GenericClient, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
+/// The tail both message writers share: from the inserted rows to the
+/// conversation counters (only rows actually inserted count, so a redelivery
+/// adds nothing), locking conversations in key order.
+const COUNT_INTO_CONVERSATIONS: &str = "
+    per_conversation AS (
+        SELECT i.conversation_id,
+               COUNT(*) AS n,
+               MAX(i.timestamp) AS last_ts,
+               (array_agg(i.message_id ORDER BY i.timestamp DESC, i.message_id DESC))[1] AS last_id,
+               bool_or(i.sender_type = 'agent') AS agent_replied
+          FROM inserted i GROUP BY i.conversation_id
+    ), pages AS (
+        SELECT conversation_id, max(page_id) AS page_id FROM input GROUP BY conversation_id
+    )
+    INSERT INTO conversations AS c (conversation_id, page_id, last_message_id, last_message_timestamp,
+                                    total_messages, bot_paused)
+    SELECT p.conversation_id, pages.page_id, p.last_id, p.last_ts, p.n, p.agent_replied
+      FROM per_conversation p JOIN pages USING (conversation_id) ORDER BY p.conversation_id
+    ON CONFLICT (conversation_id) DO UPDATE SET
+        total_messages = c.total_messages + EXCLUDED.total_messages,
+        last_message_id = CASE WHEN EXCLUDED.last_message_timestamp >= COALESCE(c.last_message_timestamp, '-Infinity')
+                               THEN EXCLUDED.last_message_id ELSE c.last_message_id END,
+        last_message_timestamp = GREATEST(c.last_message_timestamp, EXCLUDED.last_message_timestamp),
+        page_id = COALESCE(c.page_id, EXCLUDED.page_id),
+        bot_paused = c.bot_paused OR EXCLUDED.bot_paused,
+        updated_at = now()";
+
+const INSERT_MESSAGES: &str = "
+    inserted AS (
+        INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp,
+                              metadata, admit_outcome)
+        SELECT DISTINCT ON (conversation_id, message_id)
+               conversation_id, message_id, sender_id, sender_type, content, ts, metadata, outcome
+          FROM input ORDER BY conversation_id, message_id
+        ON CONFLICT (conversation_id, message_id) DO NOTHING
+        RETURNING conversation_id, message_id, timestamp, sender_type
+    ),";
+
+/// Messages by binary `COPY` into a per-session staging table, then one
+/// idempotent `INSERT … SELECT`: the alternative to
+/// [`write_messages_unnest`], kept for the benchmark that compares the two.
+/// It measured no faster (BENCHMARKS.md) and its staging table pins the
+/// session, which a transaction-pooling proxy (RDS Proxy) cannot share.
+pub async fn write_messages_copy(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[MessageRow],
+) -> Result<(), tokio_postgres::Error> {
+    use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staging_messages (
+             conversation_id text, message_id text, sender_id text, sender_type text, content text,
+             ts float8, metadata jsonb, outcome text, page_id text) ON COMMIT DELETE ROWS",
+    )
+    .await?;
+    let sink = tx.copy_in("COPY staging_messages FROM STDIN (FORMAT binary)").await?;
+    let types =
+        [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::JSONB, Type::TEXT, Type::TEXT];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for row in rows {
+        let j = &row.job;
+        let content = j.content.replace('\0', "");
+        let metadata = Value::Object(j.metadata.clone());
+        writer
+            .as_mut()
+            .write(&[
+                &j.conversation_id,
+                &j.message_id,
+                &j.sender_id,
+                &j.sender_type,
+                &content,
+                &j.timestamp,
+                &metadata,
+                &row.outcome,
+                &j.page_id,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    tx.execute(
+        &format!("WITH input AS (SELECT * FROM staging_messages), {INSERT_MESSAGES} {COUNT_INTO_CONVERSATIONS}"),
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Messages by `UNNEST` of bound arrays in one statement: the writer the
+/// consumer uses (as fast as `COPY` in BENCHMARKS.md, and no staging table).
+pub async fn write_messages_unnest(db: &impl GenericClient, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -72,41 +165,15 @@ async fn write_messages(db: &impl GenericClient, rows: &[MessageRow]) -> Result<
     for row in rows {
         cols.push(row);
     }
-    db.execute(
+    let sql = format!(
         "WITH input AS (
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::float8[], $7::jsonb[], $8::text[], $9::text[])
                  AS t(conversation_id, message_id, sender_id, sender_type, content, ts, metadata, outcome, page_id)
-         ), inserted AS (
-             INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp,
-                                   metadata, admit_outcome)
-             SELECT DISTINCT ON (conversation_id, message_id)
-                    conversation_id, message_id, sender_id, sender_type, content, ts, metadata, outcome
-               FROM input ORDER BY conversation_id, message_id
-             ON CONFLICT (conversation_id, message_id) DO NOTHING
-             RETURNING conversation_id, message_id, timestamp, sender_type
-         ), per_conversation AS (
-             SELECT i.conversation_id,
-                    COUNT(*) AS n,
-                    MAX(i.timestamp) AS last_ts,
-                    (array_agg(i.message_id ORDER BY i.timestamp DESC, i.message_id DESC))[1] AS last_id,
-                    bool_or(i.sender_type = 'agent') AS agent_replied
-               FROM inserted i GROUP BY i.conversation_id
-         )
-         INSERT INTO conversations AS c (conversation_id, page_id, last_message_id, last_message_timestamp,
-                                         total_messages, bot_paused)
-         SELECT p.conversation_id,
-                (SELECT max(page_id) FROM input WHERE input.conversation_id = p.conversation_id),
-                p.last_id, p.last_ts, p.n, p.agent_replied
-           FROM per_conversation p ORDER BY p.conversation_id
-         ON CONFLICT (conversation_id) DO UPDATE SET
-             total_messages = c.total_messages + EXCLUDED.total_messages,
-             last_message_id = CASE WHEN EXCLUDED.last_message_timestamp >= COALESCE(c.last_message_timestamp, '-Infinity')
-                                    THEN EXCLUDED.last_message_id ELSE c.last_message_id END,
-             last_message_timestamp = GREATEST(c.last_message_timestamp, EXCLUDED.last_message_timestamp),
-             page_id = COALESCE(c.page_id, EXCLUDED.page_id),
-             bot_paused = c.bot_paused OR EXCLUDED.bot_paused,
-             updated_at = now()",
+         ), {INSERT_MESSAGES} {COUNT_INTO_CONVERSATIONS}"
+    );
+    db.execute(
+        &sql,
         &[
             &cols.conversation_id,
             &cols.message_id,
@@ -430,16 +497,22 @@ async fn write_updates(db: &impl GenericClient, updates: &[UpdateConversation]) 
 }
 
 /// Row by row, for the benchmark's comparison only: one `INSERT` per message
-/// and per conversation update, in one transaction.
-pub async fn write_messages_row_by_row(client: &mut Client, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let insert = tx
+/// and per conversation update, in one transaction (`autocommit: false`) or
+/// each statement committed on its own (`autocommit: true`, what a
+/// per-message writer does).
+pub async fn write_messages_row_by_row(
+    client: &mut Client,
+    rows: &[MessageRow],
+    autocommit: bool,
+) -> Result<(), tokio_postgres::Error> {
+    // Prepared once per call, as a careful per-row writer would.
+    let insert = client
         .prepare(
             "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp, metadata, admit_outcome)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (conversation_id, message_id) DO NOTHING",
         )
         .await?;
-    let upsert = tx
+    let upsert = client
         .prepare(
             "INSERT INTO conversations AS c (conversation_id, page_id, last_message_id, last_message_timestamp, total_messages)
              VALUES ($1, $2, $3, $4, 1)
@@ -450,27 +523,46 @@ pub async fn write_messages_row_by_row(client: &mut Client, rows: &[MessageRow])
                  last_message_timestamp = GREATEST(c.last_message_timestamp, EXCLUDED.last_message_timestamp)",
         )
         .await?;
-    for row in rows {
-        let j = &row.job;
-        let metadata = Value::Object(j.metadata.clone());
-        let inserted = tx
-            .execute(
-                &insert,
-                &[
-                    &j.conversation_id,
-                    &j.message_id,
-                    &j.sender_id,
-                    &j.sender_type,
-                    &j.content,
-                    &j.timestamp,
-                    &metadata,
-                    &row.outcome,
-                ],
-            )
-            .await?;
-        if inserted == 1 {
-            tx.execute(&upsert, &[&j.conversation_id, &j.page_id, &j.message_id, &j.timestamp]).await?;
+    let statements = (&insert, &upsert);
+    if autocommit {
+        for row in rows {
+            let tx = client.transaction().await?;
+            insert_row(&tx, statements, row).await?;
+            tx.commit().await?;
         }
+        return Ok(());
+    }
+    let tx = client.transaction().await?;
+    for row in rows {
+        insert_row(&tx, statements, row).await?;
     }
     tx.commit().await
+}
+
+async fn insert_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    (insert, upsert): (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    row: &MessageRow,
+) -> Result<(), tokio_postgres::Error> {
+    let j = &row.job;
+    let metadata = Value::Object(j.metadata.clone());
+    let inserted = tx
+        .execute(
+            insert,
+            &[
+                &j.conversation_id,
+                &j.message_id,
+                &j.sender_id,
+                &j.sender_type,
+                &j.content,
+                &j.timestamp,
+                &metadata,
+                &row.outcome,
+            ],
+        )
+        .await?;
+    if inserted == 1 {
+        tx.execute(upsert, &[&j.conversation_id, &j.page_id, &j.message_id, &j.timestamp]).await?;
+    }
+    Ok(())
 }

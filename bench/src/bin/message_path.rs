@@ -8,7 +8,8 @@
 //! scripts run inside Redis, separately). Bounded in count and time; loopback
 //! only. Figures and the command go to BENCHMARKS.md.
 //!
-//! Usage: `cargo run --profile perf -p bench -- [--messages N] [--gateway-bin PATH]`
+//! Usage: `cargo build --profile perf -p bench -p local-gateway &&
+//! ./target/perf/message-path [--messages N] [--gateway-bin PATH]`
 
 use std::{
     collections::BTreeMap,
