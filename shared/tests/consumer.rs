@@ -335,3 +335,22 @@ async fn a_failed_delivery_is_retried_by_the_consumer_and_its_retry_count_kept()
     assert_eq!(row.get::<_, String>(2), "pancake_ok");
     assert_eq!(flaky_calls.load(std::sync::atomic::Ordering::SeqCst), 3, "sent once successfully, never doubled");
 }
+
+#[tokio::test]
+async fn in_lambda_mode_the_consumer_drains_until_shortly_before_the_deadline_and_reports() {
+    let env = TestEnv::with(&[("CONSUMER_BLOCK_MS", "50"), ("CONSUMER_SAFETY_MARGIN_MS", "300")], None).await;
+    enqueue(&env, 250, 25, 1).await;
+    let consumer = env.consumer().await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let started = std::time::Instant::now();
+    let summary = consumer.drain(now_ms + 1_000).await;
+    // Returns on its own (a generous bound, not a timing assertion).
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(summary.written, 250);
+    assert_eq!(summary.acknowledged, 250);
+    let json = serde_json::to_value(&summary).unwrap();
+    for field in ["read", "written", "acknowledged", "dead_lettered", "stranded_redriven"] {
+        assert!(json.get(field).is_some(), "{field} missing from the summary");
+    }
+    assert_eq!(env.count("SELECT COUNT(*) FROM messages").await, 250);
+}
