@@ -52,6 +52,9 @@ use crate::{
 };
 use writer::{Batch, MessageRow};
 
+/// How long one invocation drains when its deadline is unusable (local emulators).
+const LOCAL_DRAIN_BUDGET: Duration = Duration::from_secs(3);
+
 /// What one step, one invocation or one run did.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Summary {
@@ -261,7 +264,15 @@ impl Consumer {
     /// Drains for one Lambda invocation whose deadline is `deadline_epoch_ms`.
     pub async fn drain(&self, deadline_epoch_ms: u64) -> Summary {
         let remaining = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms()));
-        let deadline = Instant::now() + remaining.saturating_sub(self.settings.safety_margin);
+        // Real Lambda always sends a future deadline; a local emulator (cargo
+        // lambda's) may send none usable. Then drain for a fixed few seconds.
+        let budget = if remaining.is_zero() {
+            LOCAL_DRAIN_BUDGET
+        } else {
+            remaining.saturating_sub(self.settings.safety_margin)
+        };
+        tracing::info!(remaining_ms = remaining.as_millis() as u64, budget_ms = budget.as_millis() as u64, "draining");
+        let deadline = Instant::now() + budget;
         // Every scheduled run sweeps at least once (stranded bursts within one period).
         if let Ok(mut last) = self.last_sweep.lock() {
             *last = None;
