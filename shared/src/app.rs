@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::{
     ai::{self, AiProvider},
+    cache::Cache,
     config::Config,
     pancake::Pancake,
     postgres::{self, AssistantDirectory, DbError},
@@ -30,6 +31,7 @@ pub struct App {
     pub store: ConversationStore,
     pub db: deadpool_postgres::Pool,
     pub assistants: Arc<AssistantDirectory>,
+    pub cache: Arc<Cache>,
     pub ai: Arc<dyn AiProvider>,
     pub pancake: Pancake,
 }
@@ -46,8 +48,10 @@ impl App {
     pub fn with_ai(config: Config, ai: Arc<dyn AiProvider>, http: reqwest::Client) -> Result<Self, StartupError> {
         let store = ConversationStore::new(&config)?;
         let db = postgres::pool(&config)?;
+        let cache = Arc::new(Cache::new(store.connection(), &config.redis_key_prefix));
         Ok(Self {
-            assistants: Arc::new(AssistantDirectory::new(db.clone())),
+            assistants: Arc::new(AssistantDirectory::new(db.clone(), cache.clone())),
+            cache,
             pancake: Pancake::new(&config, http),
             config: Arc::new(config),
             store,

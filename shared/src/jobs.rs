@@ -49,6 +49,9 @@ pub struct AiResponseView {
     pub model_used: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// Served from the answer cache (omitted when not).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub cached: bool,
 }
 
 /// An action as persisted, with its delivery status.

@@ -13,6 +13,7 @@
 //! - [`lambda`]: the adapter from `lambda_http` events to [`http`].
 //! - [`telemetry`]: JSON tracing for CloudWatch.
 //! - [`app`]: the clients built once per cold start.
+//! - [`cache`]: the versioned Redis cache (assistants, schemas, threads, answers) and its metrics.
 //! - [`redis`]: keys, Lua scripts and the conversation store (admit, heartbeat,
 //!   complete, cancel) plus the `jobs` stream.
 //! - [`postgres`]: the pool, migrations and assistant lookups.
@@ -31,6 +32,7 @@ pub mod actions;
 pub mod ai;
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod customer_info;

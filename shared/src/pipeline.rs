@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::{
     App,
     actions::{self, Action, RejectedAction},
+    cache::CacheKind,
     ai::{self, AiRequest},
     domain::{Assistant, ConversationId, IncomingMessage},
     error::AppError,
@@ -153,6 +154,7 @@ pub async fn process(
         }
         snapshot = app.store.snapshot(conversation).await?;
     }
+    rebuild_thread(app, conversation, &mut snapshot).await;
     let mut restarts = 0;
     loop {
         let request = AiRequest {
@@ -161,11 +163,22 @@ pub async fn process(
             context: &snapshot.context,
             pending: &snapshot.owed,
         };
-        let Some(outcome) = with_heartbeat(app, conversation, lease, ai::ask(app.ai.as_ref(), request, config)).await
-        else {
+        let Some(outcome) = with_heartbeat(app, conversation, lease, answer(app, assistant, request)).await else {
             return Ok(Outcome::LockLost);
         };
-        let (actions, rejected) = actions::extract(&outcome.answer, assistant);
+        let schema_owner;
+        let validating_with = if outcome.answer.actions.iter().flatten().any(|a| a["type"] == "collect_info") {
+            // The assistant's schema (cached 1 h) decides which fields may be collected.
+            let mut with_schema = assistant.clone();
+            if let Ok(fields) = app.assistants.schema(&assistant.id).await {
+                with_schema.collect_info_fields = fields;
+            }
+            schema_owner = with_schema;
+            &schema_owner
+        } else {
+            assistant
+        };
+        let (actions, rejected) = actions::extract(&outcome.answer, validating_with);
         let response_id = Uuid::new_v4();
         let covered_message_ids: Vec<String> = snapshot.owed.iter().map(|m| m.message_id.clone()).collect();
         let ai_response = AiResponseView {
@@ -176,6 +189,7 @@ pub async fn process(
             processing_time_ms: round_ms(outcome.processing_time_ms),
             model_used: outcome.answer.model_used.clone(),
             error: outcome.error.clone(),
+            cached: outcome.cached,
         };
         let pause_bot = actions.iter().any(|a| a.action_type == "transfer_to_agent");
         let delivery_enabled = app.pancake.enabled();
@@ -248,6 +262,102 @@ pub async fn process(
             }
         }
     }
+}
+
+/// Asks the AI, answer cache first (24 h, keyed by assistant, config version
+/// and a digest of the recent context; per-assistant switch). Fallback
+/// answers are never cached.
+async fn answer(app: &App, assistant: &Assistant, request: AiRequest<'_>) -> ai::AiOutcome {
+    let key = assistant.answer_cache_enabled.then(|| answer_key(assistant, request.context));
+    let mut stamp = None;
+    if let Some(key) = &key {
+        let started = std::time::Instant::now();
+        match app.cache.get(CacheKind::Answer, &assistant.id, key).await {
+            Ok((Some(json), _)) => {
+                if let Ok(answer) = serde_json::from_str::<ai::AiAnswer>(&json) {
+                    return ai::AiOutcome {
+                        answer,
+                        processing_time_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        error: None,
+                        cached: true,
+                    };
+                }
+            }
+            Ok((None, s)) => stamp = Some(s),
+            Err(_) => {}
+        }
+    }
+    let outcome = ai::ask(app.ai.as_ref(), request, &app.config).await;
+    if let (Some(key), Some(stamp), None) = (&key, &stamp, &outcome.error)
+        && let Ok(json) = serde_json::to_string(&outcome.answer)
+    {
+        let _ = app.cache.put(CacheKind::Answer, &assistant.id, key, &json, stamp).await;
+    }
+    outcome
+}
+
+/// The answer cache key: the assistant, its configuration version and the
+/// last few context lines, normalised (case and spacing do not matter).
+fn answer_key(assistant: &Assistant, context: &[ContextEntry]) -> String {
+    use sha2::{Digest, Sha256};
+    let recent: Vec<(String, String)> = context
+        .iter()
+        .rev()
+        .take(ANSWER_KEY_LINES)
+        .map(|c| {
+            let normalised = c.content.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+            (if c.sender_type == "bot" { "bot" } else { "customer" }.to_owned(), normalised)
+        })
+        .collect();
+    let digest = Sha256::digest(json!([assistant.id, assistant.config_version, recent]).to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Context lines an answer-cache key covers.
+const ANSWER_KEY_LINES: usize = 4;
+
+/// The thread context is the conversation's Redis context (2 h). When it holds
+/// nothing but the messages being answered (expired, cleared by a `thread`
+/// invalidation, or a new conversation), the history is rebuilt from Postgres
+/// — a `thread` miss; otherwise a hit. A Postgres failure here only costs
+/// history, never the answer.
+async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut Snapshot) {
+    let started = std::time::Instant::now();
+    let has_history = snapshot.context.iter().any(|c| !snapshot.owed.iter().any(|o| o.message_id == c.message_id));
+    if has_history {
+        app.cache.record(CacheKind::Thread, true, started.elapsed());
+        return;
+    }
+    let history = async {
+        let client = app.db.get().await?;
+        let rows = client
+            .query(
+                "SELECT message_id, sender_type, content, timestamp FROM messages WHERE conversation_id = $1
+                 UNION ALL
+                 SELECT 'bot:' || id::text, 'bot', response_text, extract(epoch FROM created_at)::float8
+                   FROM ai_responses WHERE conversation_id = $1
+                 ORDER BY 4 DESC LIMIT $2",
+                &[&conversation.as_str(), &(app.config.context_max_messages as i64)],
+            )
+            .await?;
+        Ok::<_, AppError>(
+            rows.into_iter()
+                .map(|r| ContextEntry { message_id: r.get(0), sender_type: r.get(1), content: r.get(2), timestamp: r.get(3) })
+                .filter(|e| !snapshot.context.iter().any(|c| c.message_id == e.message_id))
+                .collect::<Vec<_>>(),
+        )
+    }
+    .await;
+    match history {
+        Ok(entries) if !entries.is_empty() => {
+            let _ = app.store.add_context(conversation, &entries).await;
+            snapshot.context.extend(entries);
+            snapshot.context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(conversation_id = %conversation, error = %err, "thread history not rebuilt"),
+    }
+    app.cache.record(CacheKind::Thread, false, started.elapsed());
 }
 
 /// The answer sorts after everything it answered, even when the sender's

@@ -88,6 +88,8 @@ pub struct AiOutcome {
     pub answer: AiAnswer,
     pub processing_time_ms: f64,
     pub error: Option<String>,
+    /// Served from the answer cache, not the provider.
+    pub cached: bool,
 }
 
 /// Builds the provider the configuration names.
@@ -110,7 +112,7 @@ pub async fn ask(provider: &dyn AiProvider, request: AiRequest<'_>, config: &Con
     };
     let processing_time_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(answer) => AiOutcome { answer, processing_time_ms, error: None },
+        Ok(answer) => AiOutcome { answer, processing_time_ms, error: None, cached: false },
         Err(err) => {
             tracing::warn!(error = %err, conversation_id = request.conversation_id, "AI failed; fallback reply sent");
             AiOutcome {
@@ -124,6 +126,7 @@ pub async fn ask(provider: &dyn AiProvider, request: AiRequest<'_>, config: &Con
                 },
                 processing_time_ms,
                 error: Some(err.to_string()),
+                cached: false,
             }
         }
     }

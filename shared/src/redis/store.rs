@@ -445,6 +445,28 @@ impl ConversationStore {
         Ok(ids)
     }
 
+    /// Adds entries rebuilt from Postgres to a conversation's context.
+    pub async fn add_context(&self, conversation: &ConversationId, entries: &[ContextEntry]) -> Result<(), AppError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.conversation(conversation).context();
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            pipe.zadd(&key, to_json(entry), entry.timestamp).ignore();
+        }
+        pipe.expire(&key, self.context_ttl.as_secs().max(1) as i64).ignore();
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Drops a conversation's context (thread invalidation): the next answer
+    /// rebuilds it from Postgres.
+    pub async fn clear_context(&self, conversation: &ConversationId) -> Result<bool, AppError> {
+        let removed: i64 = self.conn.clone().del(self.keys.conversation(conversation).context()).await?;
+        Ok(removed == 1)
+    }
+
     /// Appends one job to the stream (jobs that need no atomic partner).
     pub async fn enqueue(&self, kind: &str, payload: &str) -> Result<(), AppError> {
         let _: String = self.conn.clone().xadd(self.keys.jobs(), "*", &[("type", kind), ("payload", payload)]).await?;

@@ -1,0 +1,35 @@
+//! Cache key names: one hash tag per kind (`{cache:<kind>}`) so a cache
+//! script's keys share a cluster slot.
+
+use super::CacheKind;
+
+#[derive(Debug, Clone)]
+pub(super) struct CacheKeys {
+    prefix: String,
+}
+
+impl CacheKeys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    fn base(&self, kind: CacheKind) -> String {
+        format!("{}cache:{{{}}}", self.prefix, kind.as_str())
+    }
+
+    pub(super) fn kind_gen(&self, kind: CacheKind) -> String {
+        format!("{}:gen", self.base(kind))
+    }
+
+    pub(super) fn scope_gen(&self, kind: CacheKind, scope: &str) -> String {
+        format!("{}:gen:{scope}", self.base(kind))
+    }
+
+    pub(super) fn entry(&self, kind: CacheKind, scope: &str, key: &str) -> String {
+        format!("{}:v:{scope}:{key}", self.base(kind))
+    }
+
+    pub(super) fn stats(&self, kind: CacheKind) -> String {
+        format!("{}cache:stats:{}", self.prefix, kind.as_str())
+    }
+}

@@ -1,0 +1,281 @@
+//! The cache layer (seeds 003/004): assistant configuration (30 min),
+//! assistant schema — the fields `collect_info` gathers (1 h), thread context
+//! rebuilt from Postgres (2 h) and AI answers (24 h, per-assistant switch).
+//!
+//! **Invalidation by generation.** Every entry is stored with the generation
+//! of its kind and of its scope (an assistant, a thread) it was read under.
+//! Invalidating is one `INCR` — a kind, one scope, or everything (each kind's
+//! generation) — never `KEYS` or `SCAN`; stale entries simply stop matching
+//! and expire by TTL. A value is stored with the generations observed *before*
+//! it was loaded, so an invalidation racing the load leaves a stale-stamped
+//! entry that the next read ignores.
+//!
+//! **Metrics** (hits, misses, latency per kind) are counted in process and
+//! flushed to one Redis hash per kind, at most once a second from a call that
+//! already talks to Redis (and on demand from the metrics endpoints), so every
+//! instance reads the same figures without an extra round trip per message.
+//!
+//! Keys: `{prefix}cache:{<kind>}:gen`, `…:gen:<scope>`, `…:v:<scope>:<key>`,
+//! `{prefix}cache:stats:<kind>`; one hash tag per kind keeps a script's keys
+//! in one cluster slot.
+
+mod keys;
+
+use std::{
+    sync::{LazyLock, Mutex},
+    time::{Duration, Instant},
+};
+
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use serde::Serialize;
+
+use crate::error::AppError;
+
+static GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../redis/lua/cache_get.lua")));
+
+/// What is cached, with its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKind {
+    Assistant,
+    Schema,
+    Thread,
+    Answer,
+}
+
+impl CacheKind {
+    pub const ALL: [CacheKind; 4] = [Self::Assistant, Self::Schema, Self::Thread, Self::Answer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Assistant => "assistant",
+            Self::Schema => "schema",
+            Self::Thread => "thread",
+            Self::Answer => "answer",
+        }
+    }
+
+    /// Seed 004's TTLs.
+    pub fn ttl(self) -> Duration {
+        Duration::from_secs(match self {
+            Self::Assistant => 30 * 60,
+            Self::Schema => 60 * 60,
+            Self::Thread => 2 * 60 * 60,
+            Self::Answer => 24 * 60 * 60,
+        })
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The generations a read observed; a value put back carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp(String);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    hits: u64,
+    misses: u64,
+    latency_us: u64,
+    reads: u64,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    counters: [Counters; 4],
+    events: u64,
+    last_flush: Option<Instant>,
+}
+
+/// Figures of one kind, as every instance sees them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindMetrics {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+    pub avg_latency_ms: f64,
+}
+
+pub struct Cache {
+    conn: ConnectionManager,
+    keys: keys::CacheKeys,
+    pending: Mutex<Pending>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+impl Cache {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        Self { conn, keys: keys::CacheKeys::new(prefix), pending: Mutex::new(Pending::default()) }
+    }
+
+    /// Reads `key` in `scope`. A miss returns the stamp to store the loaded
+    /// value with.
+    pub async fn get(&self, kind: CacheKind, scope: &str, key: &str) -> Result<(Option<String>, Stamp), AppError> {
+        let started = Instant::now();
+        let (kind_gen, scope_gen, value): (String, String, Option<String>) = GET
+            .key(self.keys.kind_gen(kind))
+            .key(self.keys.scope_gen(kind, scope))
+            .key(self.keys.entry(kind, scope, key))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        self.count(kind, value.is_some(), started.elapsed());
+        self.maybe_flush().await;
+        Ok((value, Stamp(format!("{kind_gen}:{scope_gen}"))))
+    }
+
+    /// Stores `value` under the stamp its read returned (TTL of the kind).
+    pub async fn put(&self, kind: CacheKind, scope: &str, key: &str, value: &str, stamp: &Stamp) -> Result<(), AppError> {
+        let _: () = self
+            .conn
+            .clone()
+            .set_ex(self.keys.entry(kind, scope, key), format!("{}|{value}", stamp.0), kind.ttl().as_secs())
+            .await?;
+        Ok(())
+    }
+
+    /// Records a hit or miss observed outside [`Cache::get`] (the thread
+    /// context lives in the conversation's own keys).
+    pub fn record(&self, kind: CacheKind, hit: bool, latency: Duration) {
+        self.count(kind, hit, latency);
+    }
+
+    pub async fn invalidate_scope(&self, kind: CacheKind, scope: &str) -> Result<(), AppError> {
+        let _: i64 = self.conn.clone().incr(self.keys.scope_gen(kind, scope), 1).await?;
+        Ok(())
+    }
+
+    pub async fn invalidate_kind(&self, kind: CacheKind) -> Result<(), AppError> {
+        let _: i64 = self.conn.clone().incr(self.keys.kind_gen(kind), 1).await?;
+        Ok(())
+    }
+
+    /// Everything, in one round trip (one `INCR` per kind).
+    pub async fn invalidate_all(&self) -> Result<(), AppError> {
+        let mut pipe = redis::pipe();
+        for kind in CacheKind::ALL {
+            pipe.incr(self.keys.kind_gen(kind), 1).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Current generations (for the cache health endpoint).
+    pub async fn generations(&self) -> Result<Vec<(&'static str, i64)>, AppError> {
+        let keys: Vec<String> = CacheKind::ALL.iter().map(|k| self.keys.kind_gen(*k)).collect();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.get(key);
+        }
+        let values: Vec<Option<i64>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(CacheKind::ALL.iter().zip(values).map(|(k, v)| (k.as_str(), v.unwrap_or(0))).collect())
+    }
+
+    fn count(&self, kind: CacheKind, hit: bool, latency: Duration) {
+        if let Ok(mut pending) = self.pending.lock() {
+            let c = &mut pending.counters[kind.index()];
+            if hit {
+                c.hits += 1;
+            } else {
+                c.misses += 1;
+            }
+            c.latency_us += latency.as_micros() as u64;
+            c.reads += 1;
+            pending.events += 1;
+        }
+    }
+
+    async fn maybe_flush(&self) {
+        let due = self
+            .pending
+            .lock()
+            .map(|p| p.events >= 100 || p.last_flush.is_none_or(|at| at.elapsed() >= FLUSH_EVERY))
+            .unwrap_or(false);
+        if due {
+            // Metrics are best effort: a failed flush keeps nothing from a request.
+            let _ = self.flush().await;
+        }
+    }
+
+    /// Writes this instance's counts to Redis.
+    pub async fn flush(&self) -> Result<(), AppError> {
+        let taken = match self.pending.lock() {
+            Ok(mut p) => {
+                p.last_flush = Some(Instant::now());
+                p.events = 0;
+                std::mem::take(&mut p.counters)
+            }
+            Err(_) => return Ok(()),
+        };
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for kind in CacheKind::ALL {
+            let c = taken[kind.index()];
+            if c.reads == 0 {
+                continue;
+            }
+            any = true;
+            let key = self.keys.stats(kind);
+            pipe.hincr(&key, "hits", c.hits)
+                .ignore()
+                .hincr(&key, "misses", c.misses)
+                .ignore()
+                .hincr(&key, "latency_us", c.latency_us)
+                .ignore()
+                .hincr(&key, "reads", c.reads)
+                .ignore();
+        }
+        if any {
+            let result: Result<(), redis::RedisError> = pipe.query_async(&mut self.conn.clone()).await;
+            if let Err(err) = result {
+                // Put the counts back so they are not lost.
+                if let Ok(mut p) = self.pending.lock() {
+                    for kind in CacheKind::ALL {
+                        let (from, to) = (taken[kind.index()], &mut p.counters[kind.index()]);
+                        to.hits += from.hits;
+                        to.misses += from.misses;
+                        to.latency_us += from.latency_us;
+                        to.reads += from.reads;
+                    }
+                }
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The figures of every kind, from Redis.
+    pub async fn metrics(&self) -> Result<Vec<(&'static str, KindMetrics)>, AppError> {
+        let mut pipe = redis::pipe();
+        for kind in CacheKind::ALL {
+            pipe.hgetall(self.keys.stats(kind));
+        }
+        let all: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(CacheKind::ALL
+            .iter()
+            .zip(all)
+            .map(|(kind, stats)| {
+                let hits = stats.get("hits").copied().unwrap_or(0);
+                let misses = stats.get("misses").copied().unwrap_or(0);
+                let reads = stats.get("reads").copied().unwrap_or(0);
+                let latency = stats.get("latency_us").copied().unwrap_or(0);
+                (
+                    kind.as_str(),
+                    KindMetrics {
+                        hits,
+                        misses,
+                        hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+                        avg_latency_ms: if reads == 0 { 0.0 } else { latency as f64 / reads as f64 / 1000.0 },
+                    },
+                )
+            })
+            .collect())
+    }
+}
