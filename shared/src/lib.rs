@@ -27,8 +27,10 @@
 //! - [`pipeline`]: admit → process (AI, actions, complete, restarts) → deliver.
 //! - [`handlers`]: the HTTP handlers (`enhanced-handle-message`).
 //! - [`webhook`]: Pancake's own webhook, acknowledged at once.
+//! - [`admin`]: operator APIs: health, stats, control, assistants, cache.
 
 pub mod actions;
+pub mod admin;
 pub mod ai;
 pub mod app;
 pub mod auth;

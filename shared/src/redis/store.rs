@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use redis::{AsyncCommands, Value, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 
@@ -443,6 +444,92 @@ impl ConversationStore {
             .zrangebyscore_limit(self.keys.owed_index(), "-inf", older_than_ms, 0, limit as isize)
             .await?;
         Ok(ids)
+    }
+
+    /// Conversations owed answers since before `older_than_ms`, with that time
+    /// and whether a lock is held (a live, slow holder) or not (a dead one).
+    pub async fn owed_with_locks(&self, older_than_ms: u64, limit: usize) -> Result<Vec<(String, f64, bool)>, AppError> {
+        let owed: Vec<(String, f64)> = self
+            .conn
+            .clone()
+            .zrangebyscore_limit_withscores(self.keys.owed_index(), "-inf", older_than_ms, 0, limit as isize)
+            .await?;
+        if owed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &owed {
+            let key = ConversationId::parse(id).map(|c| self.keys.conversation(&c).lock()).unwrap_or_default();
+            pipe.exists(key);
+        }
+        let locks: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(owed.into_iter().zip(locks).map(|((id, since), locked)| (id, since, locked)).collect())
+    }
+
+    /// Per conversation: lock held, context size, owed count (admin listing).
+    pub async fn conversation_states(&self, ids: &[String]) -> Result<Vec<(bool, u64, u64)>, AppError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            let keys = ConversationId::parse(id).map(|c| self.keys.conversation(&c)).ok();
+            let (lock, ctx, owed) = keys.map(|k| (k.lock(), k.context(), k.owed())).unwrap_or_default();
+            pipe.exists(lock).zcard(ctx).zcard(owed);
+        }
+        let flat: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(flat.chunks(3).map(|c| (c[0] == 1, c[1], c[2])).collect())
+    }
+
+    /// Bot back on: the pause and the assignment flag are cleared.
+    pub async fn resume(&self, conversation: &ConversationId) -> Result<(), AppError> {
+        let key = self.keys.conversation(conversation).state();
+        let _: () = self.conn.clone().hset_multiple(&key, &[("paused_until_ms", "0"), ("assigned", "0")]).await?;
+        let _: () = self.conn.clone().expire(&key, self.context_ttl.as_secs().max(1) as i64).await?;
+        Ok(())
+    }
+
+    /// Drops the Redis state of conversations idle since before `cutoff_ms`
+    /// and not locked (admin cleanup; Postgres is never touched). Returns
+    /// (state keys scanned, conversations removed, keys removed).
+    pub async fn cleanup(&self, cutoff_ms: u64) -> Result<(u64, u64, u64), AppError> {
+        let pattern = format!("{}conv:*:state", self.keys.prefix());
+        let mut conn = self.conn.clone();
+        let states: Vec<String> = {
+            let iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
+            iter.filter_map(|k| async move { k.ok() }).collect().await
+        };
+        let (mut removed, mut keys_removed) = (0u64, 0u64);
+        for chunk in states.chunks(200) {
+            let mut pipe = redis::pipe();
+            for state in chunk {
+                let base = state.trim_end_matches(":state");
+                pipe.hget(state, "updated_ms").exists(format!("{base}:lock"));
+            }
+            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let mut del = redis::pipe();
+            let mut any = false;
+            for (state, pair) in chunk.iter().zip(replies.chunks(2)) {
+                let updated: u64 = redis::from_redis_value_ref::<Option<u64>>(&pair[0]).ok().flatten().unwrap_or(0);
+                let locked = redis::from_redis_value_ref::<bool>(&pair[1]).unwrap_or(true);
+                if updated >= cutoff_ms || locked {
+                    continue;
+                }
+                let base = state.trim_end_matches(":state");
+                del.del(&[state.clone(), format!("{base}:ctx"), format!("{base}:owed")]);
+                // The id sits between the hash tag braces.
+                if let (Some(open), Some(close)) = (base.find('{'), base.rfind('}')) {
+                    del.zrem(self.keys.owed_index(), &base[open + 1..close]).ignore();
+                }
+                removed += 1;
+                any = true;
+            }
+            if any {
+                let counts: Vec<u64> = del.query_async(&mut conn).await?;
+                keys_removed += counts.iter().sum::<u64>();
+            }
+        }
+        Ok((states.len() as u64, removed, keys_removed))
     }
 
     /// Adds entries rebuilt from Postgres to a conversation's context.

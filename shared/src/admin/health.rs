@@ -1,0 +1,132 @@
+//! `GET /api/v1/admin/health`: Redis, Postgres and AI reachability with
+//! latency, the job queue, stuck conversations and supported action types.
+//!
+//! `healthy` (200) when everything answers; `degraded` (200) when Redis, the
+//! AI or Postgres alone is unreachable (answers or persistence continue in a
+//! reduced form); `unhealthy` (503) when Redis and Postgres both are.
+
+use std::time::Instant;
+
+use http::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::ms;
+use crate::{
+    App, actions::SUPPORTED_ACTION_TYPES, config::AiConfig, error::AppError, http::json_response, now_epoch_seconds,
+    redis::now_ms,
+};
+
+/// A dependency check: up or not, and how long it took.
+async fn check<F, T, E>(f: F) -> (bool, f64, Option<T>)
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(2), f).await;
+    let elapsed = ms(started.elapsed());
+    match result {
+        Ok(Ok(v)) => (true, elapsed, Some(v)),
+        _ => (false, elapsed, None),
+    }
+}
+
+/// Whether the configured AI answers at all (any HTTP status counts as reachable).
+async fn ai_reachable(app: &App, client: &reqwest::Client) -> (Value, bool) {
+    let url = match &app.config.ai {
+        AiConfig::Embedded => return (json!({"status": "embedded", "provider": "embedded"}), true),
+        AiConfig::Http { url } => url.clone(),
+        AiConfig::OpenAi { base_url, .. } => format!("{base_url}/models"),
+    };
+    let (up, latency, _) = check(client.get(&url).send()).await;
+    let provider = if matches!(app.config.ai, AiConfig::Http { .. }) { "http" } else { "openai" };
+    (json!({"status": if up { "reachable" } else { "unreachable" }, "provider": provider, "latency_ms": latency}), up)
+}
+
+pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
+    let mut conn = app.store.connection();
+    let (redis_up, redis_ms, _) = check(redis::cmd("PING").query_async::<String>(&mut conn)).await;
+    let (pg_up, pg_ms, total) = check(async {
+        let client = app.db.get().await.map_err(|e| e.to_string())?;
+        let row = client.query_one("SELECT COUNT(*) FROM conversations", &[]).await.map_err(|e| e.to_string())?;
+        Ok::<i64, String>(row.get(0))
+    })
+    .await;
+    let client = crate::app::http_client().map_err(|_| AppError::Internal)?;
+    let (ai, ai_up) = ai_reachable(app, &client).await;
+
+    let mut queue = json!(null);
+    let mut stuck = Vec::new();
+    let mut active = 0;
+    let mut memory = json!(null);
+    if redis_up {
+        let keys = app.store.keys();
+        let (depth, dead): (u64, u64) =
+            redis::pipe().xlen(keys.jobs()).xlen(keys.dead_letters()).query_async(&mut conn).await?;
+        let pending = pending_count(&mut conn, keys.jobs(), &app.config.consumer.group).await;
+        queue = json!({"depth": depth, "pending": pending, "dead_letters": dead});
+        let cutoff = now_ms().saturating_sub(app.config.lock_ttl.as_millis() as u64);
+        for (id, since, locked) in app.store.owed_with_locks(cutoff, 100).await? {
+            if locked {
+                active += 1;
+            }
+            stuck.push(json!({
+                "conversation_id": id,
+                "owed_since": since / 1000.0,
+                "reason": if locked { "processing_longer_than_lock_ttl" } else { "owed_answers_without_lock" },
+            }));
+        }
+        memory = memory_status(&mut conn).await;
+    }
+
+    let status = match (redis_up, pg_up, ai_up) {
+        (false, false, _) => "unhealthy",
+        (true, true, true) => "healthy",
+        _ => "degraded",
+    };
+    let body = json!({
+        "status": status,
+        "timestamp": now_epoch_seconds(),
+        "statistics": {
+            "total_conversations": total,
+            "active_ai_tasks": active,
+            "stuck_conversations": stuck.len(),
+        },
+        "redis_status": if redis_up { "connected" } else { "disconnected" },
+        "storage_backend": "Redis",
+        "stuck_conversations": stuck,
+        "supported_action_types": SUPPORTED_ACTION_TYPES,
+        "checks": {
+            "redis": {"status": if redis_up { "connected" } else { "unreachable" }, "latency_ms": redis_ms, "memory": memory},
+            "postgres": {"status": if pg_up { "connected" } else { "unreachable" }, "latency_ms": pg_ms},
+            "ai": ai,
+        },
+        "queue": queue,
+    });
+    let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    Ok(json_response(code, &body))
+}
+
+/// Pending entries of the consumer group (0 when the group does not exist yet).
+pub(crate) async fn pending_count(conn: &mut redis::aio::ConnectionManager, stream: &str, group: &str) -> u64 {
+    let reply: Result<redis::streams::StreamPendingReply, _> =
+        redis::AsyncCommands::xpending(conn, stream, group).await;
+    reply.map(|r| r.count() as u64).unwrap_or(0)
+}
+
+/// Used memory against `maxmemory`; a warning above 80 % (DESIGN §7).
+async fn memory_status(conn: &mut redis::aio::ConnectionManager) -> Value {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap_or_default();
+    let field = |name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned())
+    };
+    let used: u64 = field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ratio = if max == 0 { None } else { Some(used as f64 / max as f64) };
+    json!({
+        "used_memory_human": field("used_memory_human"),
+        "maxmemory": max,
+        "maxmemory_policy": field("maxmemory_policy"),
+        "used_ratio": ratio,
+        "warning": ratio.is_some_and(|r| r > 0.8).then_some("Redis memory above 80 % of maxmemory"),
+    })
+}

@@ -1,0 +1,46 @@
+//! The operator APIs (seed 001's admin endpoints, seed 004's cache
+//! endpoints): health, statistics, conversation control, assistants and the
+//! cache. Every route requires `Authorization: Bearer $ADMIN_ACCESS_TOKEN`
+//! (constant-time); with no admin token configured every call is refused.
+
+pub mod assistants;
+pub mod cache_api;
+pub mod control;
+pub mod health;
+pub mod stats;
+
+use bytes::Bytes;
+use http::Request;
+use serde_json::Value;
+
+use crate::{App, auth::require_bearer, error::AppError};
+
+/// `Ok` for a request carrying the admin token.
+pub fn require_admin(app: &App, request: &Request<Bytes>) -> Result<(), AppError> {
+    let expected = app.config.admin_access_token.as_ref().ok_or(AppError::Unauthorized)?;
+    require_bearer(request.headers(), expected)
+}
+
+/// A JSON object body (an empty body reads as `{}`).
+pub(crate) fn json_body(request: &Request<Bytes>) -> Result<serde_json::Map<String, Value>, AppError> {
+    if request.body().iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice(request.body()) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(AppError::invalid("body", "must be a JSON object")),
+        Err(e) => Err(AppError::invalid("body", format!("malformed JSON: {e}"))),
+    }
+}
+
+/// One query parameter, percent-decoded.
+pub(crate) fn query_param(request: &Request<Bytes>, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    let url = reqwest::Url::parse(&format!("http://localhost/?{query}")).ok()?;
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Milliseconds, rounded to 0.01, for latency fields.
+pub(crate) fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
