@@ -3,9 +3,20 @@
 //! the same handler code.
 
 use bytes::Bytes;
-use lambda_http::{Body, Error, Request, Response};
+use lambda_http::{Body, Error, Request, Response, run, service_fn};
 
-use crate::App;
+use crate::{App, Config, telemetry};
+
+/// The whole `main` of an HTTP function: telemetry, configuration read once,
+/// clients built once, then the runtime loop. Every HTTP function serves the
+/// same router; API Gateway decides which routes reach which function.
+pub async fn run_http() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let app = App::build(config)?;
+    let app = &app;
+    run(service_fn(move |request: Request| async move { handle(app, request).await })).await
+}
 
 /// Handles one API Gateway event.
 pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {

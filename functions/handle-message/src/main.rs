@@ -1,14 +1,9 @@
-//! Lambda `handle-message`: `POST /api/v1/enhanced-handle-message`.
-//! Wiring only: telemetry, configuration, clients built once, runtime.
-
-use lambda_http::{Error, Request, run, service_fn};
-use switchboard::{App, Config, lambda, telemetry};
+//! Lambda `handle-message`: `POST /api/v1/enhanced-handle-message` and
+//! `POST /api/v1/pancake/webhook`.
+//! Wiring only: [`switchboard::lambda::run_http`] reads the configuration,
+//! builds the clients once and runs the shared router.
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    telemetry::init();
-    let config = Config::from_env()?;
-    let app = App::build(config)?;
-    let app = &app;
-    run(service_fn(move |request: Request| async move { lambda::handle(app, request).await })).await
+async fn main() -> Result<(), lambda_http::Error> {
+    switchboard::lambda::run_http().await
 }
