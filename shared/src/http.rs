@@ -56,7 +56,9 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
     let method = request.method();
     let admin = |app: &App| admin::require_admin(app, request);
     match (segments.as_slice(), method) {
-        (["api", "v1", "enhanced-handle-message"], &Method::POST) => handlers::enhanced_handle_message(app, request).await,
+        (["api", "v1", "enhanced-handle-message"], &Method::POST) => {
+            handlers::enhanced_handle_message(app, request).await
+        }
         (["api", "v1", "pancake", "webhook"], &Method::POST) => crate::webhook::pancake_webhook(app, request).await,
         (["api", "v1", "admin", rest @ ..], _) => {
             admin(app)?;
@@ -96,7 +98,11 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
 /// A known admin path with the wrong method or shape.
 fn known_path(rest: &[&str]) -> AppError {
     match rest {
-        ["health"] | ["stats"] | ["conversations"] | ["conversations", _, "cancel" | "resume"] | ["system", "cleanup"]
+        ["health"]
+        | ["stats"]
+        | ["conversations"]
+        | ["conversations", _, "cancel" | "resume"]
+        | ["system", "cleanup"]
         | ["assistants", _] => AppError::MethodNotAllowed,
         _ => AppError::NotFound,
     }

@@ -22,8 +22,8 @@ use uuid::Uuid;
 use crate::{
     App,
     actions::{self, Action, RejectedAction},
-    cache::CacheKind,
     ai::{self, AiRequest},
+    cache::CacheKind,
     domain::{Assistant, ConversationId, IncomingMessage},
     error::AppError,
     jobs::{
@@ -342,7 +342,12 @@ async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut
             .await?;
         Ok::<_, AppError>(
             rows.into_iter()
-                .map(|r| ContextEntry { message_id: r.get(0), sender_type: r.get(1), content: r.get(2), timestamp: r.get(3) })
+                .map(|r| ContextEntry {
+                    message_id: r.get(0),
+                    sender_type: r.get(1),
+                    content: r.get(2),
+                    timestamp: r.get(3),
+                })
                 .filter(|e| !snapshot.context.iter().any(|c| c.message_id == e.message_id))
                 .collect::<Vec<_>>(),
         )

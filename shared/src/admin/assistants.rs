@@ -78,13 +78,18 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
     };
     let temperature = match body.get("temperature") {
         None | Some(Value::Null) => 0.3,
-        Some(v) => v.as_f64().filter(|t| (0.0..=2.0).contains(t)).ok_or_else(|| AppError::invalid("temperature", "must be a number from 0 to 2"))?,
+        Some(v) => v
+            .as_f64()
+            .filter(|t| (0.0..=2.0).contains(t))
+            .ok_or_else(|| AppError::invalid("temperature", "must be a number from 0 to 2"))?,
     } as f32;
     let page_ids = string_list(&body, "page_ids", 100)?;
     let fields = string_list(&body, "collect_info_fields", 50)?;
     let data_sources = match body.get("data_sources") {
         None | Some(Value::Null) => json!([]),
-        Some(Value::Array(items)) if Value::Array(items.clone()).to_string().len() <= 64 * 1024 => Value::Array(items.clone()),
+        Some(Value::Array(items)) if Value::Array(items.clone()).to_string().len() <= 64 * 1024 => {
+            Value::Array(items.clone())
+        }
         Some(_) => return Err(AppError::invalid("data_sources", "must be an array of at most 64 KiB")),
     };
     let bool_field = |field: &'static str, default: bool| match body.get(field) {
@@ -114,7 +119,18 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
                  is_default = EXCLUDED.is_default OR assistants.is_default,
                  config_version = assistants.config_version + 1, updated_at = now()
              RETURNING (xmax = 0)",
-            &[&id, &name, &system_prompt, &model, &temperature, &page_ids, &fields, &data_sources, &answer_cache, &is_default],
+            &[
+                &id,
+                &name,
+                &system_prompt,
+                &model,
+                &temperature,
+                &page_ids,
+                &fields,
+                &data_sources,
+                &answer_cache,
+                &is_default,
+            ],
         )
         .await?
         .get(0);
@@ -128,9 +144,12 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
 pub async fn delete(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppError> {
     validate_id(id)?;
     let client = app.db.get().await?;
-    let row = client.query_opt("SELECT is_default FROM assistants WHERE id = $1", &[&id]).await?.ok_or(AppError::NotFound)?;
+    let row =
+        client.query_opt("SELECT is_default FROM assistants WHERE id = $1", &[&id]).await?.ok_or(AppError::NotFound)?;
     if row.get::<_, bool>(0) {
-        return Err(AppError::Conflict("the default assistant cannot be deleted; make another one the default first".into()));
+        return Err(AppError::Conflict(
+            "the default assistant cannot be deleted; make another one the default first".into(),
+        ));
     }
     client.execute("DELETE FROM assistants WHERE id = $1", &[&id]).await?;
     app.assistants.invalidate(id).await?;

@@ -10,14 +10,7 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::{json_body, ms};
-use crate::{
-    App,
-    cache::CacheKind,
-    domain::ConversationId,
-    error::AppError,
-    http::json_response,
-    now_epoch_seconds,
-};
+use crate::{App, cache::CacheKind, domain::ConversationId, error::AppError, http::json_response, now_epoch_seconds};
 
 /// The hit rate seed 004 asks operators to keep above.
 pub const TARGET_HIT_RATE: f64 = 0.8;
@@ -26,9 +19,12 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let started = Instant::now();
     let generations = app.cache.generations().await;
     let latency = ms(started.elapsed());
-    let ttls: Map<String, Value> = CacheKind::ALL.iter().map(|k| (k.as_str().to_owned(), json!(k.ttl().as_secs()))).collect();
+    let ttls: Map<String, Value> =
+        CacheKind::ALL.iter().map(|k| (k.as_str().to_owned(), json!(k.ttl().as_secs()))).collect();
     let (status, code, generations) = match generations {
-        Ok(g) => ("healthy", StatusCode::OK, Value::Object(g.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect())),
+        Ok(g) => {
+            ("healthy", StatusCode::OK, Value::Object(g.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect()))
+        }
         Err(_) => ("unhealthy", StatusCode::SERVICE_UNAVAILABLE, Value::Null),
     };
     Ok(json_response(

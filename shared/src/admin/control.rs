@@ -1,6 +1,5 @@
 //! Conversation control: `POST /api/v1/admin/conversations/{id}/cancel`
-//! (force-release a stuck lock, clear processing state, re-drive owed
-//! answers), `…/{id}/resume` (bot back on) and
+//! (force-release a stuck lock, clear processing state, answer what is owed), `…/{id}/resume` (bot back on) and
 //! `POST /api/v1/admin/system/cleanup?max_age_hours=24` (drop old conversation
 //! state from Redis — never from Postgres — and report counts).
 
@@ -10,7 +9,7 @@ use serde_json::json;
 use super::query_param;
 use crate::{
     App, domain::ConversationId, error::AppError, http::json_response, jobs, jobs::Redrive, now_epoch_seconds,
-    redis::now_ms,
+    pipeline, redis::now_ms,
 };
 
 fn conversation(id: &str) -> Result<ConversationId, AppError> {
@@ -20,13 +19,28 @@ fn conversation(id: &str) -> Result<ConversationId, AppError> {
 pub async fn cancel(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppError> {
     let conversation = conversation(id)?;
     let (released, owed) = app.store.cancel(&conversation).await?;
-    // Owed answers are not dropped: the consumer answers them.
-    let redrive = owed > 0;
-    if redrive {
-        let job = Redrive { conversation_id: id.to_owned(), page_id: None, assistant_id: None, reason: "admin_cancel".into() };
-        app.store.enqueue(jobs::PROCESS_CONVERSATION, &serde_json::to_string(&job).map_err(|_| AppError::Internal)?).await?;
+    // Owed answers are not dropped: they are answered now, in this request,
+    // or — if that fails — by the background consumer.
+    let mut answered = false;
+    let mut enqueued = false;
+    if owed > 0 {
+        match pipeline::redrive(app, &conversation, None, None).await {
+            Ok(outcome) => answered = outcome.is_some(),
+            Err(err) => {
+                tracing::warn!(conversation_id = %id, error = %err, "re-drive after cancel failed; enqueued");
+                let job = Redrive {
+                    conversation_id: id.to_owned(),
+                    page_id: None,
+                    assistant_id: None,
+                    reason: "admin_cancel".into(),
+                };
+                let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
+                app.store.enqueue(jobs::PROCESS_CONVERSATION, &payload).await?;
+                enqueued = true;
+            }
+        }
     }
-    tracing::info!(conversation_id = %id, released, owed, "conversation cancelled by an operator");
+    tracing::info!(conversation_id = %id, released, owed, answered, "conversation cancelled by an operator");
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -34,7 +48,8 @@ pub async fn cancel(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppEr
             "conversation_id": id,
             "lock_released": released,
             "owed_messages": owed,
-            "redrive_enqueued": redrive,
+            "owed_answered": answered,
+            "redrive_enqueued": enqueued,
             "timestamp": now_epoch_seconds(),
         }),
     ))

@@ -116,9 +116,8 @@ pub(crate) async fn pending_count(conn: &mut redis::aio::ConnectionManager, stre
 /// Used memory against `maxmemory`; a warning above 80 % (DESIGN §7).
 async fn memory_status(conn: &mut redis::aio::ConnectionManager) -> Value {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap_or_default();
-    let field = |name: &str| {
-        info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned())
-    };
+    let field =
+        |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned());
     let used: u64 = field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
     let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
     let ratio = if max == 0 { None } else { Some(used as f64 / max as f64) };

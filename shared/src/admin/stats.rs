@@ -36,10 +36,12 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
 
     let mut conn = app.store.connection();
     let info: String = redis::cmd("INFO").query_async(&mut conn).await?;
-    let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned());
+    let field =
+        |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned());
     let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let keys = app.store.keys();
-    let (depth, dead): (u64, u64) = redis::pipe().xlen(keys.jobs()).xlen(keys.dead_letters()).query_async(&mut conn).await?;
+    let (depth, dead): (u64, u64) =
+        redis::pipe().xlen(keys.jobs()).xlen(keys.dead_letters()).query_async(&mut conn).await?;
     let pending = super::health::pending_count(&mut conn, keys.jobs(), &app.config.consumer.group).await;
     let active = app.store.owed_with_locks(u64::MAX, 1000).await?.iter().filter(|(_, _, locked)| *locked).count();
     let _ = app.cache.flush().await;
@@ -99,7 +101,11 @@ fn decode_cursor(cursor: &str) -> Option<(f64, String)> {
 pub async fn conversations(app: &App, request: &Request<bytes::Bytes>) -> Result<Response<bytes::Bytes>, AppError> {
     let limit: i64 = match query_param(request, "limit") {
         None => 20,
-        Some(v) => v.parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| AppError::invalid("limit", "must be 1 to 100"))?,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| AppError::invalid("limit", "must be 1 to 100"))?,
     };
     let status = query_param(request, "status");
     if let Some(s) = &status
@@ -114,7 +120,8 @@ pub async fn conversations(app: &App, request: &Request<bytes::Bytes>) -> Result
     let (after_ts, after_id) = cursor.unwrap_or((f64::INFINITY, String::new()));
     let filter = "($1::text IS NULL OR ($1 = 'paused' AND bot_paused) OR ($1 <> 'paused' AND status = $1))";
     let client = app.db.get().await?;
-    let total: i64 = client.query_one(&format!("SELECT COUNT(*) FROM conversations WHERE {filter}"), &[&status]).await?.get(0);
+    let total: i64 =
+        client.query_one(&format!("SELECT COUNT(*) FROM conversations WHERE {filter}"), &[&status]).await?.get(0);
     let rows = client
         .query(
             &format!(
@@ -131,7 +138,9 @@ pub async fn conversations(app: &App, request: &Request<bytes::Bytes>) -> Result
         .await?;
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     let live = app.store.conversation_states(&ids).await?;
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| encode_cursor(r.get(2), r.get::<_, &str>(0)))).flatten();
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| encode_cursor(r.get(2), r.get::<_, &str>(0))))
+        .flatten();
     let conversations: Vec<Value> = rows
         .iter()
         .zip(live)

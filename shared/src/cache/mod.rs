@@ -132,7 +132,14 @@ impl Cache {
     }
 
     /// Stores `value` under the stamp its read returned (TTL of the kind).
-    pub async fn put(&self, kind: CacheKind, scope: &str, key: &str, value: &str, stamp: &Stamp) -> Result<(), AppError> {
+    pub async fn put(
+        &self,
+        kind: CacheKind,
+        scope: &str,
+        key: &str,
+        value: &str,
+        stamp: &Stamp,
+    ) -> Result<(), AppError> {
         let _: () = self
             .conn
             .clone()

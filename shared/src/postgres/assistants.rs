@@ -104,7 +104,8 @@ impl AssistantDirectory {
                     let json = serde_json::to_string(&assistant).map_err(|_| AppError::Internal)?;
                     self.cache.put(CacheKind::Assistant, "routes", &route_key(Some(id), None), &json, &stamp).await?;
                     let (_, stamp) = self.cache.get(CacheKind::Schema, id, "fields").await?;
-                    let fields = serde_json::to_string(&assistant.collect_info_fields).map_err(|_| AppError::Internal)?;
+                    let fields =
+                        serde_json::to_string(&assistant.collect_info_fields).map_err(|_| AppError::Internal)?;
                     self.cache.put(CacheKind::Schema, id, "fields", &fields, &stamp).await?;
                     tracing::info!(assistant_id = %id, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "warmed");
                     loaded.push(id.clone());

@@ -448,7 +448,11 @@ impl ConversationStore {
 
     /// Conversations owed answers since before `older_than_ms`, with that time
     /// and whether a lock is held (a live, slow holder) or not (a dead one).
-    pub async fn owed_with_locks(&self, older_than_ms: u64, limit: usize) -> Result<Vec<(String, f64, bool)>, AppError> {
+    pub async fn owed_with_locks(
+        &self,
+        older_than_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(String, f64, bool)>, AppError> {
         let owed: Vec<(String, f64)> = self
             .conn
             .clone()
