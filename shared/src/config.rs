@@ -82,6 +82,8 @@ pub struct Config {
     pub context_max_messages: usize,
     /// Customer messages answered per conversation per window; more are stored, not answered.
     pub rate_limit_conversation_max: u32,
+    /// Customer messages answered per page per window (0 = off).
+    pub rate_limit_page_max: u32,
     pub rate_limit_window: Duration,
     /// Quiet period before the AI call so a burst settles (0 = off).
     pub debounce: Duration,
@@ -163,6 +165,8 @@ impl Config {
             bot_pause_ttl: Duration::from_secs(env.parse_or("BOT_PAUSE_TTL_SECONDS", 86_400u64)?),
             context_max_messages: env.parse_or("CONTEXT_MAX_MESSAGES", 50usize)?.max(1),
             rate_limit_conversation_max: env.parse_or("RATE_LIMIT_CONVERSATION_MAX", 30u32)?,
+            // Pancake accepts 5 sends per page per second; an answer is one or two.
+            rate_limit_page_max: env.parse_or("RATE_LIMIT_PAGE_MAX", 240u32)?,
             rate_limit_window: Duration::from_secs(env.parse_or("RATE_LIMIT_WINDOW_SECONDS", 60u64)?.max(1)),
             debounce: Duration::from_millis(env.parse_or("DEBOUNCE_MS", 0u64)?),
             max_restarts: env.parse_or("MAX_RESTARTS", 2u32)?,

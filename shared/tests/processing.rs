@@ -306,3 +306,22 @@ async fn the_page_id_falls_back_to_the_assistants_page() {
     assert_eq!(response["result"]["pancake_result"]["status"], "success", "{response}");
     assert_eq!(pancake.requests()[0].path, "/pages/page_9/conversations/pg/messages");
 }
+
+#[tokio::test]
+async fn past_the_page_limit_messages_of_other_conversations_on_that_page_are_stored_and_limited() {
+    let env = TestEnv::with(&[("RATE_LIMIT_PAGE_MAX", "3"), ("RATE_LIMIT_WINDOW_SECONDS", "60")], None).await;
+    for i in 0..3 {
+        let (status, _, _) = env.post(&message(&format!("pc{i}"), "m1", "hi", 1.0)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, body) = env.post(&message("pc3", "m1", "hi", 1.0)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    // Another page has its own window.
+    let mut other = message("pc4", "m1", "hi", 1.0);
+    other["metadata"]["page_id"] = json!("page_2");
+    assert_eq!(env.post(&other).await.0, StatusCode::OK);
+    // The limited message is still stored.
+    let stream = env.stream().await;
+    assert!(stream.iter().any(|(_, outcome, p)| outcome.as_deref() == Some("rate_limited") && p["conversation_id"] == "pc3"));
+}

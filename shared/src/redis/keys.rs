@@ -31,6 +31,11 @@ impl KeySpace {
         format!("{}owed_index", self.prefix)
     }
 
+    /// One page's sliding rate window (a hash).
+    pub fn page_rate(&self, page_id: &str) -> String {
+        format!("{}rl:page:{{{page_id}}}", self.prefix)
+    }
+
     /// The dead-letter stream: entries that failed too often or cannot be parsed.
     pub fn dead_letters(&self) -> String {
         format!("{}:dead", self.jobs_stream)

@@ -133,6 +133,7 @@ pub struct ConversationStore {
     pause_ttl: Duration,
     context_max: usize,
     rate_max: u32,
+    page_rate_max: u32,
     rate_window: Duration,
 }
 
@@ -162,6 +163,7 @@ impl ConversationStore {
             pause_ttl: config.bot_pause_ttl,
             context_max: config.context_max_messages,
             rate_max: config.rate_limit_conversation_max,
+            page_rate_max: config.rate_limit_page_max,
             rate_window: config.rate_limit_window,
         })
     }
@@ -205,6 +207,7 @@ impl ConversationStore {
             .key(keys.lock())
             .key(self.keys.jobs())
             .key(self.keys.owed_index())
+            .key(self.keys.page_rate(message.page_id().as_deref().unwrap_or("-")))
             .arg(message.message_id.as_str())
             .arg(message.timestamp)
             .arg(to_json(&entry))
@@ -230,6 +233,7 @@ impl ConversationStore {
                 AdmitMode::Sync => "",
                 AdmitMode::Defer { process_job } => process_job,
             })
+            .arg(if message.page_id().is_some() { self.page_rate_max } else { 0 })
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();

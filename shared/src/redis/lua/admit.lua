@@ -5,14 +5,14 @@
 -- KEYS: 1 seen:<message_id>  2 state (hash)  3 ctx (zset by timestamp)
 --       4 owed (zset by arrival seq)  5 lock  6 jobs stream
 --       7 owed index (global zset: conversations with owed messages, for the
---         stranded-burst sweep)
+--         stranded-burst sweep)  8 the page's rate window (global hash)
 -- ARGV: 1 message_id  2 timestamp  3 context entry (JSON)  4 sender kind
 --       (customer | agent | other)  5 persist job (JSON)  6 lock token
 --       7 lock ttl ms  8 context ttl s  9 dedupe ttl s  10 rate max
 --       11 rate window ms  12 now ms  13 pause ttl s  14 owed member (JSON)
 --       15 conversation id  16 page id ('' = unknown)  17 assistant id ('')
 --       18 mode: 'sync' (try the lock now) | 'defer' (enqueue a process job)
---       19 process job (JSON, defer mode)
+--       19 process job (JSON, defer mode)  20 page rate max (0 = off)
 --
 -- Returns {'duplicate'} | {'stored'} | {'bot_paused'} | {'rate_limited', secs}
 --       | {'locked'} | {'queued'} | {'acquired', fence, ctx[], owed[member, seq, ...]}
@@ -68,30 +68,46 @@ if paused_until > now_ms then
   return {'bot_paused'}
 end
 
--- Sliding-window counter (previous window weighted by its remaining overlap):
--- exact enough for abuse control, and it lives in the state hash, costing no
--- extra command.
-local max = tonumber(ARGV[10])
-if max > 0 then
-  local window = tonumber(ARGV[11])
-  local start = tonumber(st[4]) or now_ms
-  local count = tonumber(st[5]) or 0
-  local prev = tonumber(st[6]) or 0
+-- Sliding-window counters (the previous window weighted by its remaining
+-- overlap): exact enough for abuse control, and the conversation's lives in
+-- its state hash, costing no extra command.
+local function slide(start, count, prev, window)
+  start, count, prev = tonumber(start) or now_ms, tonumber(count) or 0, tonumber(prev) or 0
   local elapsed = now_ms - start
   if elapsed >= 2 * window then
     start, count, prev = now_ms, 0, 0
   elseif elapsed >= window then
     start, prev, count = start + window, count, 0
   end
-  local weight = 1 - (now_ms - start) / window
-  if count + prev * weight >= max then
+  return start, count, prev, count + prev * (1 - (now_ms - start) / window)
+end
+local window = tonumber(ARGV[11])
+local function limited(start)
+  save_state()
+  persist('rate_limited')
+  return {'rate_limited', tostring(math.max(1, math.ceil((start + window - now_ms) / 1000)))}
+end
+
+local max = tonumber(ARGV[10])
+if max > 0 then
+  local start, count, prev, estimate = slide(st[4], st[5], st[6], window)
+  if estimate >= max then
     for _, v in ipairs({'rl_start_ms', start, 'rl_count', count, 'rl_prev', prev}) do table.insert(fields, v) end
-    save_state()
-    persist('rate_limited')
-    local retry = math.max(1, math.ceil((start + window - now_ms) / 1000))
-    return {'rate_limited', tostring(retry)}
+    return limited(start)
   end
   for _, v in ipairs({'rl_start_ms', start, 'rl_count', count + 1, 'rl_prev', prev}) do table.insert(fields, v) end
+end
+-- Per page (KEYS[8]; ARGV[20] = its limit, 0 = off or no page): protects the
+-- page's Pancake send quota from one busy page's burst of conversations.
+local page_max = tonumber(ARGV[20])
+if page_max > 0 then
+  local p = redis.call('HMGET', KEYS[8], 'start', 'count', 'prev')
+  local start, count, prev, estimate = slide(p[1], p[2], p[3], window)
+  if estimate >= page_max then
+    return limited(start)
+  end
+  redis.call('HSET', KEYS[8], 'start', start, 'count', count + 1, 'prev', prev)
+  redis.call('PEXPIRE', KEYS[8], 2 * window)
 end
 
 -- Owed until an answer covers it (arrival order, not timestamp order).
