@@ -10,6 +10,7 @@ use crate::{
     ai::{self, AiProvider},
     cache::Cache,
     config::Config,
+    integrations::Integrations,
     pancake::Pancake,
     postgres::{self, AssistantDirectory, DbError},
     redis::ConversationStore,
@@ -32,6 +33,7 @@ pub struct App {
     pub db: deadpool_postgres::Pool,
     pub assistants: Arc<AssistantDirectory>,
     pub cache: Arc<Cache>,
+    pub integrations: Integrations,
     pub ai: Arc<dyn AiProvider>,
     pub pancake: Pancake,
 }
@@ -49,7 +51,15 @@ impl App {
         let store = ConversationStore::new(&config)?;
         let db = postgres::pool(&config)?;
         let cache = Arc::new(Cache::new(store.connection(), &config.redis_key_prefix));
+        let integrations = Integrations::new(
+            config.integrations.clone(),
+            http.clone(),
+            store.connection(),
+            cache.clone(),
+            &config.redis_key_prefix,
+        );
         Ok(Self {
+            integrations,
             assistants: Arc::new(AssistantDirectory::new(db.clone(), cache.clone())),
             cache,
             pancake: Pancake::new(&config, http),

@@ -96,6 +96,8 @@ pub struct Config {
     /// The `?token=` Pancake's webhook URL carries; unset refuses every webhook.
     pub pancake_webhook_secret: Option<Secret>,
     pub consumer: ConsumerConfig,
+    /// `execute_api`'s allow-list (`INTEGRATIONS`, JSON); secrets redacted in `Debug`.
+    pub integrations: std::collections::HashMap<String, crate::integrations::Integration>,
 }
 
 /// The background consumer of the `jobs` stream.
@@ -173,6 +175,7 @@ impl Config {
             jobs_stream: env.get("JOBS_STREAM").unwrap_or_else(|| "jobs".into()),
             max_message_bytes: 64 * 1024,
             pancake_webhook_secret: env.get("PANCAKE_WEBHOOK_SECRET").map(Secret::new),
+            integrations: crate::integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig {
                 group: env.get("CONSUMER_GROUP").unwrap_or_else(|| "persist".into()),
                 batch_size: env.parse_or("CONSUMER_BATCH_SIZE", 500usize)?.clamp(1, 10_000),
@@ -277,8 +280,8 @@ fn ai_config<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<AiConfig
     }
 }
 
-/// Percent-encodes the characters that would break a URL's userinfo.
-fn url_escape(s: &str) -> String {
+/// Percent-encodes everything but unreserved characters (userinfo, forms).
+pub(crate) fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

@@ -100,6 +100,9 @@ pub struct ActionResult {
     /// 0 for the lock holder's delivery, then 1, 2… for the consumer's retries.
     #[serde(default)]
     pub attempt: u32,
+    /// What an `execute_api` integration answered (cut at 16 KiB).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub response: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

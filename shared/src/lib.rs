@@ -19,6 +19,8 @@
 //! - [`postgres`]: the pool, migrations and assistant lookups.
 //! - [`ai`]: the AI provider trait and its embedded, HTTP and OpenAI providers.
 //! - [`actions`]: extraction and validation of the seven action types.
+//! - [`integrations`]: `execute_api`'s allow-listed HTTP integrations, OAuth
+//!   tokens cached once across instances, GET responses cached.
 //! - [`pancake`]: the client for Pancake's send-message and assign APIs.
 //! - [`jobs`]: the persistence jobs written to the stream.
 //! - [`customer_info`]: phone, e-mail, name and address found in messages.
@@ -42,6 +44,7 @@ pub mod domain;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod integrations;
 pub mod jobs;
 pub mod lambda;
 pub mod pancake;

@@ -405,8 +405,10 @@ async fn with_heartbeat<F: Future>(
     }
 }
 
-/// Delivers the actions in order and enqueues their results. Returns seed
-/// 001's `pancake_result`.
+/// Executes the actions in order and enqueues their results. Returns seed
+/// 001's `pancake_result`. With Pancake delivery disabled, messages are not
+/// sent (recorded `not_sent`), while actions that do not go to Pancake
+/// (`execute_api`) still run.
 async fn deliver(
     app: &App,
     conversation: &ConversationId,
@@ -415,13 +417,6 @@ async fn deliver(
     page_id: Option<&str>,
     actions: &[Action],
 ) -> Value {
-    if !app.pancake.enabled() {
-        return json!({
-            "status": "disabled",
-            "reason": "PANCAKE_BASE_URL is not set: nothing was sent to Pancake (the answer and its actions are stored as not_sent)",
-            "actions_executed": 0,
-        });
-    }
     let started = Instant::now();
     let mut results = Vec::with_capacity(actions.len());
     for action in actions {
@@ -429,32 +424,44 @@ async fn deliver(
     }
     let executed = results.iter().filter(|r| r.status == "sent" || r.status == "done").count();
     let failed = results.iter().filter(|r| r.status == "failed").count();
-    let job = ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
-    let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
-    let retries: Vec<String> = actions
-        .iter()
-        .zip(&results)
-        .filter(|(_, r)| r.status == "failed" && r.retryable)
-        .filter_map(|(action, _)| {
-            serde_json::to_string(&DeliverAction {
-                response_id,
-                conversation_id: conversation.to_string(),
-                page_id: page_id.map(String::from),
-                fence,
-                action: action.clone(),
-                attempt: 1,
+    let worth_recording = app.pancake.enabled() || results.iter().any(|r| r.status != "not_sent" && r.status != "done");
+    if worth_recording {
+        let job =
+            ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
+        let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
+        let retries: Vec<String> = actions
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.status == "failed" && r.retryable)
+            .filter_map(|(action, _)| {
+                serde_json::to_string(&DeliverAction {
+                    response_id,
+                    conversation_id: conversation.to_string(),
+                    page_id: page_id.map(String::from),
+                    fence,
+                    action: action.clone(),
+                    attempt: 1,
+                })
+                .ok()
             })
-            .ok()
-        })
-        .collect();
-    let enqueued = match serde_json::to_string(&job) {
-        Ok(payload) => app.store.record_delivery(conversation, &sent_ids, &payload, &retries).await.is_ok(),
-        Err(_) => false,
-    };
-    if !enqueued {
-        // The answer job already holds these actions as `pending`; the
-        // consumer's retry (idempotent by action id) settles them.
-        tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
+            .collect();
+        let enqueued = match serde_json::to_string(&job) {
+            Ok(payload) => app.store.record_delivery(conversation, &sent_ids, &payload, &retries).await.is_ok(),
+            Err(_) => false,
+        };
+        if !enqueued {
+            // The answer job already holds these actions as `pending`; the
+            // consumer's sweep (idempotent by action id) settles them.
+            tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
+        }
+    }
+    if !app.pancake.enabled() {
+        return json!({
+            "status": "disabled",
+            "reason": "PANCAKE_BASE_URL is not set: nothing was sent to Pancake (the answer and its messages are stored as not_sent)",
+            "actions_executed": executed,
+            "results": results,
+        });
     }
     json!({
         "status": if failed == 0 { "success" } else if executed > 0 { "partial" } else { "failed" },
@@ -482,6 +489,7 @@ pub async fn execute(
         error: None,
         retryable: false,
         attempt,
+        response: None,
     };
     let needs_pancake =
         action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns());
@@ -506,8 +514,16 @@ pub async fn execute(
                 app.pancake.assign(page_id, conversation.as_str()).await.map(|()| result.status = "sent".into())
             }
             "execute_api" => {
-                result.status = "skipped".into();
-                result.error = Some("execute_api integrations are not built yet: nothing was called".into());
+                match app.integrations.execute(&action.data).await {
+                    Ok(response) => {
+                        result.status = "sent".into();
+                        result.response = Some(response);
+                    }
+                    Err(error) => {
+                        result.status = "failed".into();
+                        result.error = Some(error);
+                    }
+                }
                 Ok(())
             }
             // transfer without assignment, collect_info (customer fields are

@@ -323,5 +323,9 @@ async fn past_the_page_limit_messages_of_other_conversations_on_that_page_are_st
     assert_eq!(env.post(&other).await.0, StatusCode::OK);
     // The limited message is still stored.
     let stream = env.stream().await;
-    assert!(stream.iter().any(|(_, outcome, p)| outcome.as_deref() == Some("rate_limited") && p["conversation_id"] == "pc3"));
+    assert!(
+        stream
+            .iter()
+            .any(|(_, outcome, p)| outcome.as_deref() == Some("rate_limited") && p["conversation_id"] == "pc3")
+    );
 }

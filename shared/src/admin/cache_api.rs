@@ -1,6 +1,7 @@
 //! Seed 004's cache endpoints: `GET /api/cache/health`, `GET /api/cache/metrics`
 //! (hit rate and latency per kind and overall against the > 80 % target),
-//! `POST /api/cache/invalidate` (`assistant`, `thread`, `all`), and warm-up by
+//! `POST /api/cache/invalidate` (`assistant`, `thread`, `all`, and
+//! `integration` for cached `execute_api` GET responses), and warm-up by
 //! `POST /api/cache/warmup {"assistantIds": […]}` or seed 004's own form
 //! `POST /api/cache/metrics {"action": "warmup", "assistantIds": […]}`.
 
@@ -114,11 +115,22 @@ pub async fn invalidate(app: &App, request: &Request<bytes::Bytes>) -> Result<Re
             let cleared = app.store.clear_context(&conversation).await?;
             json!({"type": "thread", "threadId": id, "context_cleared": cleared})
         }
+        Some("integration") => {
+            let name = body
+                .get("integration")
+                .and_then(Value::as_str)
+                .ok_or_else(|| AppError::invalid("integration", "is required"))?;
+            app.integrations
+                .invalidate(name)
+                .await
+                .map_err(|_| AppError::invalid("integration", "is not a configured integration"))?;
+            json!({"type": "integration", "integration": name})
+        }
         Some("all") => {
             app.cache.invalidate_all().await?;
             json!({"type": "all"})
         }
-        _ => return Err(AppError::invalid("type", "must be assistant, thread or all")),
+        _ => return Err(AppError::invalid("type", "must be assistant, thread, integration or all")),
     };
     Ok(json_response(StatusCode::OK, &json!({"success": true, "invalidated": invalidated})))
 }

@@ -40,10 +40,12 @@ pub enum CacheKind {
     Schema,
     Thread,
     Answer,
+    /// GET responses of `execute_api` integrations (TTL per integration).
+    Api,
 }
 
 impl CacheKind {
-    pub const ALL: [CacheKind; 4] = [Self::Assistant, Self::Schema, Self::Thread, Self::Answer];
+    pub const ALL: [CacheKind; 5] = [Self::Assistant, Self::Schema, Self::Thread, Self::Answer, Self::Api];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +53,7 @@ impl CacheKind {
             Self::Schema => "schema",
             Self::Thread => "thread",
             Self::Answer => "answer",
+            Self::Api => "api",
         }
     }
 
@@ -61,6 +64,7 @@ impl CacheKind {
             Self::Schema => 60 * 60,
             Self::Thread => 2 * 60 * 60,
             Self::Answer => 24 * 60 * 60,
+            Self::Api => 5 * 60,
         })
     }
 
@@ -83,7 +87,7 @@ struct Counters {
 
 #[derive(Debug, Default)]
 struct Pending {
-    counters: [Counters; 4],
+    counters: [Counters; 5],
     events: u64,
     last_flush: Option<Instant>,
 }
@@ -140,10 +144,23 @@ impl Cache {
         value: &str,
         stamp: &Stamp,
     ) -> Result<(), AppError> {
+        self.put_for(kind, scope, key, value, stamp, kind.ttl()).await
+    }
+
+    /// As [`Cache::put`] with an explicit TTL (integrations set their own).
+    pub async fn put_for(
+        &self,
+        kind: CacheKind,
+        scope: &str,
+        key: &str,
+        value: &str,
+        stamp: &Stamp,
+        ttl: Duration,
+    ) -> Result<(), AppError> {
         let _: () = self
             .conn
             .clone()
-            .set_ex(self.keys.entry(kind, scope, key), format!("{}|{value}", stamp.0), kind.ttl().as_secs())
+            .set_ex(self.keys.entry(kind, scope, key), format!("{}|{value}", stamp.0), ttl.as_secs().max(1))
             .await?;
         Ok(())
     }

@@ -1,0 +1,312 @@
+//! `execute_api` (seed 003): an allow-list of named HTTP integrations from
+//! `INTEGRATIONS` (JSON), each with a base URL, its auth and a GET cache TTL.
+//!
+//! - **OAuth client credentials**: the token is cached in Redis until 60 s
+//!   before it expires. A missing or expired token is fetched by exactly one
+//!   caller across every instance: the first takes a short refresh lock
+//!   (`SET NX PX`), the others wait for the token to appear (and take over if
+//!   the refresher dies). Tokens and secrets never reach a log line.
+//! - **GET responses** are cached per integration (its `cache_ttl_seconds`) in
+//!   the `api` cache kind, invalidated per integration by generation.
+//! - Only paths under the integration's base URL are called (no scheme, no
+//!   `..`), so an AI-proposed action cannot reach elsewhere.
+//!
+//! Errors are returned as text and recorded on the action.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    cache::{Cache, CacheKind},
+    config::{ConfigError, Secret},
+};
+
+/// A token is treated as expired this long before the provider says.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// How long a refresher may hold the refresh lock.
+const REFRESH_LOCK: Duration = Duration::from_secs(10);
+/// Responses larger than this are cut when stored on the action.
+const MAX_STORED_RESPONSE: usize = 16 * 1024;
+
+#[derive(Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Auth {
+    None,
+    Bearer { token: String },
+    OauthClientCredentials { token_url: String, client_id: String, client_secret: String, scope: Option<String> },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Bearer { .. } => f.write_str("Bearer([redacted])"),
+            Self::OauthClientCredentials { token_url, client_id, .. } => f
+                .debug_struct("OauthClientCredentials")
+                .field("token_url", token_url)
+                .field("client_id", client_id)
+                .field("client_secret", &"[redacted]")
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Integration {
+    pub base_url: String,
+    #[serde(default = "no_auth")]
+    pub auth: Auth,
+    /// GET responses are cached this long (0 = not cached).
+    #[serde(default)]
+    pub cache_ttl_seconds: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: f64,
+}
+
+fn no_auth() -> Auth {
+    Auth::None
+}
+
+fn default_timeout() -> f64 {
+    10.0
+}
+
+/// Parses `INTEGRATIONS` (a JSON object of name → integration).
+pub fn parse_config(json: Option<&Secret>) -> Result<HashMap<String, Integration>, ConfigError> {
+    let Some(json) = json else { return Ok(HashMap::new()) };
+    let map: HashMap<String, Integration> =
+        serde_json::from_str(json.expose()).map_err(|e| ConfigError::Malformed {
+            name: "INTEGRATIONS",
+            // serde's message names the field, never the secret values.
+            reason: e.to_string(),
+        })?;
+    for (name, integration) in &map {
+        if !(integration.base_url.starts_with("https://") || integration.base_url.starts_with("http://")) {
+            return Err(ConfigError::Malformed {
+                name: "INTEGRATIONS",
+                reason: format!("{name}: base_url must be http(s)"),
+            });
+        }
+    }
+    Ok(map)
+}
+
+#[derive(Clone)]
+pub struct Integrations {
+    map: Arc<HashMap<String, Integration>>,
+    client: reqwest::Client,
+    conn: ConnectionManager,
+    cache: Arc<Cache>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Integrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integrations").field("names", &self.map.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl Integrations {
+    pub fn new(
+        map: HashMap<String, Integration>,
+        client: reqwest::Client,
+        conn: ConnectionManager,
+        cache: Arc<Cache>,
+        prefix: &str,
+    ) -> Self {
+        Self { map: Arc::new(map), client, conn, cache, prefix: prefix.to_owned() }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.map.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn get(&self, name: &str) -> Result<&Integration, String> {
+        self.map.get(name).ok_or_else(|| format!("integration {name:?} is not in the allow-list (INTEGRATIONS)"))
+    }
+
+    /// Runs an `execute_api` action: `{integration, method?, path?, query?, body?}`.
+    pub async fn execute(&self, data: &Map<String, Value>) -> Result<Value, String> {
+        let name = data.get("integration").and_then(Value::as_str).ok_or("data.integration is required")?;
+        let integration = self.get(name)?;
+        let method = data.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
+        if !matches!(method.as_str(), "GET" | "POST") {
+            return Err(format!("method {method} is not allowed (GET or POST)"));
+        }
+        let path = data.get("path").and_then(Value::as_str).unwrap_or("");
+        if path.contains("://") || path.split('/').any(|s| s == "..") || path.chars().any(char::is_control) {
+            return Err("data.path must stay under the integration's base URL".into());
+        }
+        let base = format!("{}/{}", integration.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
+        let query: Vec<(String, String)> = match data.get("query") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(q)) => q
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string())))
+                .collect(),
+            Some(_) => return Err("data.query must be an object".into()),
+        };
+        let mut url = reqwest::Url::parse(&base).map_err(|e| format!("{name}: bad URL: {e}"))?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(&query);
+        }
+        let url = url.to_string();
+        let cacheable = method == "GET" && integration.cache_ttl_seconds > 0;
+        let cache_key = {
+            let digest = Sha256::digest(json!([url]).to_string().as_bytes());
+            digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let mut stamp = None;
+        if cacheable {
+            match self.cache.get(CacheKind::Api, name, &cache_key).await {
+                Ok((Some(hit), _)) => {
+                    return Ok(serde_json::from_str(&hit).unwrap_or(Value::String(hit)));
+                }
+                Ok((None, s)) => stamp = Some(s),
+                Err(_) => {}
+            }
+        }
+        let mut retried = false;
+        let response = loop {
+            let mut request = match method.as_str() {
+                "POST" => self.client.post(&url).json(data.get("body").unwrap_or(&Value::Null)),
+                _ => self.client.get(&url),
+            }
+            .timeout(Duration::from_secs_f64(integration.timeout_seconds.max(0.1)));
+            if let Some(token) = self.bearer(name, integration).await? {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.map_err(|e| format!("{name}: {}", e.without_url()))?;
+            // A token revoked early: forget it and fetch a new one, once.
+            if response.status() == reqwest::StatusCode::UNAUTHORIZED
+                && matches!(integration.auth, Auth::OauthClientCredentials { .. })
+                && !retried
+            {
+                let _: Result<(), _> = self.conn.clone().del(self.token_key(name)).await;
+                retried = true;
+                continue;
+            }
+            break response;
+        };
+        let status = response.status();
+        let text = response.text().await.map_err(|e| format!("{name}: {}", e.without_url()))?;
+        if !status.is_success() {
+            return Err(format!("{name} answered HTTP {status}: {}", text.chars().take(300).collect::<String>()));
+        }
+        let body: Value =
+            serde_json::from_str(&text).unwrap_or(Value::String(text.chars().take(MAX_STORED_RESPONSE).collect()));
+        if let Some(stamp) = stamp {
+            let ttl = Duration::from_secs(integration.cache_ttl_seconds);
+            let _ = self.cache.put_for(CacheKind::Api, name, &cache_key, &body.to_string(), &stamp, ttl).await;
+        }
+        Ok(body)
+    }
+
+    /// Drops an integration's cached GET responses.
+    pub async fn invalidate(&self, name: &str) -> Result<(), String> {
+        self.get(name)?;
+        self.cache.invalidate_scope(CacheKind::Api, name).await.map_err(|e| e.to_string())
+    }
+
+    fn token_key(&self, name: &str) -> String {
+        format!("{}oauth:{{{name}}}:token", self.prefix)
+    }
+
+    async fn bearer(&self, name: &str, integration: &Integration) -> Result<Option<String>, String> {
+        match &integration.auth {
+            Auth::None => Ok(None),
+            Auth::Bearer { token } => Ok(Some(token.clone())),
+            Auth::OauthClientCredentials { .. } => self.token(name).await.map(Some),
+        }
+    }
+
+    /// The integration's OAuth token: from Redis, or fetched by exactly one
+    /// caller across all instances while the others wait for it.
+    pub async fn token(&self, name: &str) -> Result<String, String> {
+        let integration = self.get(name)?;
+        let Auth::OauthClientCredentials { token_url, client_id, client_secret, scope } = &integration.auth else {
+            return Err(format!("{name} does not use OAuth"));
+        };
+        let token_key = self.token_key(name);
+        let lock_key = format!("{}oauth:{{{name}}}:refresh", self.prefix);
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        loop {
+            let cached: Option<String> = conn.get(&token_key).await.map_err(|e| format!("redis: {e}"))?;
+            if let Some(token) = cached {
+                return Ok(token);
+            }
+            let owner = uuid::Uuid::new_v4().to_string();
+            let acquired: bool = redis::cmd("SET")
+                .arg(&lock_key)
+                .arg(&owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(REFRESH_LOCK.as_millis() as u64)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map_err(|e| format!("redis: {e}"))?
+                .is_some();
+            if acquired {
+                let fetched = self.fetch_token(token_url, client_id, client_secret, scope.as_deref()).await;
+                let result = match fetched {
+                    Ok((token, expires_in)) => {
+                        let ttl =
+                            Duration::from_secs(expires_in).saturating_sub(EXPIRY_MARGIN).max(Duration::from_secs(1));
+                        let _: () =
+                            conn.set_ex(&token_key, &token, ttl.as_secs()).await.map_err(|e| format!("redis: {e}"))?;
+                        Ok(token)
+                    }
+                    Err(e) => Err(format!("{name}: token request failed: {e}")),
+                };
+                let _: Result<(), _> = conn.del(&lock_key).await;
+                return result;
+            }
+            if started.elapsed() > REFRESH_LOCK + Duration::from_secs(2) {
+                return Err(format!("{name}: timed out waiting for another instance's token refresh"));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        token_url: &str,
+        client_id: &str,
+        client_secret: &str,
+        scope: Option<&str>,
+    ) -> Result<(String, u64), String> {
+        let mut form =
+            vec![("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", client_secret)];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let body =
+            form.iter().map(|(k, v)| format!("{k}={}", crate::config::url_escape(v))).collect::<Vec<_>>().join("&");
+        let response = self
+            .client
+            .post(token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let status = response.status();
+        let value: Value = response.json().await.map_err(|e| e.without_url().to_string())?;
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let token = value["access_token"].as_str().ok_or("no access_token in the response")?.to_owned();
+        Ok((token, value["expires_in"].as_u64().unwrap_or(3600)))
+    }
+}
