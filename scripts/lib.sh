@@ -49,3 +49,11 @@ ensure_cargo_lambda() {
   hash -r
   command -v cargo-lambda >/dev/null
 }
+
+ensure_cfn_lint() {
+  command -v cfn-lint >/dev/null && return 0
+  log "installing cfn-lint from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check cfn-lint
+  hash -r
+  command -v cfn-lint >/dev/null
+}

@@ -48,18 +48,46 @@ pub async fn pancake_webhook(app: &App, request: &Request<Bytes>) -> Result<Resp
     if !secrets_match(given.as_bytes(), expected.expose().as_bytes()) {
         return Err(AppError::Unauthorized);
     }
-    let payload: Value = serde_json::from_slice(request.body())
-        .map_err(|e| AppError::invalid("body", format!("malformed JSON: {e}")))?;
-    let event_type = payload
-        .get("event_type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AppError::invalid("event_type", "is required"))?;
-    let status = match event_type {
-        "messaging" => messaging(app, &payload).await?,
-        "conversation" => conversation(app, &payload).await?,
-        _ => "ignored",
+    let event = parse(request.body(), app.config.max_message_bytes)?;
+    let (event_type, status) = match event {
+        Event::Message(message) => ("messaging", messaging(app, *message).await?),
+        Event::Conversation(update) => ("conversation", conversation(app, update).await?),
+        Event::Ignored { event_type } => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({ "success": true, "event_type": event_type, "status": "ignored" }),
+            ));
+        }
     };
     Ok(json_response(StatusCode::OK, &json!({ "success": true, "event_type": event_type, "status": status })))
+}
+
+/// A webhook payload, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Message(Box<PageMessage>),
+    Conversation(ConversationUpdate),
+    /// Another event type: acknowledged, nothing to do.
+    Ignored { event_type: String },
+}
+
+/// A `messaging` event's message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageMessage {
+    pub page_id: String,
+    pub message: IncomingMessage,
+    /// Sent by the page (ours or a human agent's), not by the customer.
+    pub sent_by_page: bool,
+    pub message_type: String,
+}
+
+/// A `conversation` event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationUpdate {
+    pub page_id: String,
+    pub conversation: ConversationId,
+    pub version: i64,
+    pub assignees: Vec<String>,
 }
 
 fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -74,7 +102,23 @@ fn required<'a>(value: &'a Value, pointer: &str, field: &'static str) -> Result<
     }
 }
 
-async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError> {
+/// Parses and validates a webhook body: `400` naming the field, `413` for
+/// oversized text. Pure: nothing is read or written.
+pub fn parse(body: &[u8], max_content_bytes: usize) -> Result<Event, AppError> {
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|e| AppError::invalid("body", format!("malformed JSON: {e}")))?;
+    let event_type = payload
+        .get("event_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::invalid("event_type", "is required"))?;
+    match event_type {
+        "messaging" => parse_message(&payload, max_content_bytes).map(|m| Event::Message(Box::new(m))),
+        "conversation" => parse_conversation(&payload).map(Event::Conversation),
+        other => Ok(Event::Ignored { event_type: other.to_owned() }),
+    }
+}
+
+fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessage, AppError> {
     let page_id = required(payload, "/page_id", "page_id")?;
     if !payload.pointer("/data/message").is_some_and(Value::is_object) {
         return Err(AppError::invalid("data.message", "is required"));
@@ -93,10 +137,9 @@ async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError>
         Some(_) => return Err(AppError::invalid("data.message.message", "must be a string")),
     };
     let attachments = payload.pointer("/data/message/attachments").and_then(Value::as_array).map_or(0, Vec::len);
-    let content =
-        if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
-    if content.len() > app.config.max_message_bytes {
-        return Err(AppError::TooLarge { field: "data.message.message", limit: app.config.max_message_bytes });
+    let content = if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
+    if content.len() > max_content_bytes {
+        return Err(AppError::TooLarge { field: "data.message.message", limit: max_content_bytes });
     }
     let timestamp = match payload.pointer("/data/message/inserted_at") {
         None | Some(Value::Null) => now_epoch_seconds(),
@@ -104,12 +147,10 @@ async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError>
             .ok_or_else(|| AppError::invalid("data.message.inserted_at", "must be an ISO 8601 date-time"))?,
         Some(_) => return Err(AppError::invalid("data.message.inserted_at", "must be a string")),
     };
-    let message_type = str_at(payload, "/data/message/type").unwrap_or("INBOX");
+    let message_type = str_at(payload, "/data/message/type").unwrap_or("INBOX").to_owned();
     let customer = str_at(payload, "/data/conversation/from/id");
-    let sent_by_page = from == page_id
-        || str_at(payload, "/data/message/page_id") == Some(from)
-        || customer.is_some_and(|c| c != from);
-
+    let sent_by_page =
+        from == page_id || str_at(payload, "/data/message/page_id") == Some(from) || customer.is_some_and(|c| c != from);
     let mut metadata = Map::new();
     metadata.insert("page_id".into(), json!(page_id));
     metadata.insert("platform".into(), json!("pancake"));
@@ -120,53 +161,24 @@ async fn messaging(app: &App, payload: &Value) -> Result<&'static str, AppError>
     if let Some(id) = str_at(payload, "/data/message/from/page_customer_id") {
         metadata.insert("page_customer_id".into(), json!(id));
     }
-
-    if sent_by_page {
-        if app.store.is_echo(&conversation, message_id.as_str(), &content).await? {
-            return Ok("ignored_echo");
-        }
-    } else if message_type != "INBOX" {
-        return Ok("ignored_comment");
-    }
-    let message = IncomingMessage {
-        conversation_id: conversation.clone(),
-        message_id,
-        message_content: content,
-        sender_id: from.to_owned(),
-        sender_type: if sent_by_page { SenderType::Agent } else { SenderType::Customer },
-        timestamp,
-        metadata,
-    };
-    let persist = PersistMessage {
-        conversation_id: message.conversation_id.to_string(),
-        message_id: message.message_id.to_string(),
-        sender_id: message.sender_id.clone(),
-        sender_type: message.sender_type.as_str().to_owned(),
-        content: message.message_content.clone(),
-        timestamp,
-        metadata: message.metadata.clone(),
-        page_id: Some(page_id.to_owned()),
-        received_at: now_epoch_seconds(),
-    };
-    let process = Redrive {
-        conversation_id: conversation.to_string(),
-        page_id: Some(page_id.to_owned()),
-        assistant_id: None,
-        reason: "webhook".into(),
-    };
-    let persist = serde_json::to_string(&persist).map_err(|_| AppError::Internal)?;
-    let process = serde_json::to_string(&process).map_err(|_| AppError::Internal)?;
-    Ok(match app.store.admit(&message, &persist, AdmitMode::Defer { process_job: &process }).await? {
-        Admission::Duplicate => "duplicate",
-        Admission::BotPaused if sent_by_page => "human_replied_bot_paused",
-        Admission::BotPaused => "bot_paused",
-        Admission::RateLimited { .. } => "rate_limited",
-        Admission::Stored => "stored",
-        Admission::Queued | Admission::Locked | Admission::Acquired { .. } => "queued",
+    let sender_id = MessageId::parse(from).map_err(|_| AppError::invalid("data.message.from.id", "must be a valid id"))?;
+    Ok(PageMessage {
+        page_id: page_id.to_owned(),
+        message: IncomingMessage {
+            conversation_id: conversation,
+            message_id,
+            message_content: content,
+            sender_id: sender_id.to_string(),
+            sender_type: if sent_by_page { SenderType::Agent } else { SenderType::Customer },
+            timestamp,
+            metadata,
+        },
+        sent_by_page,
+        message_type,
     })
 }
 
-async fn conversation(app: &App, payload: &Value) -> Result<&'static str, AppError> {
+fn parse_conversation(payload: &Value) -> Result<ConversationUpdate, AppError> {
     let page_id = required(payload, "/page_id", "page_id")?;
     let id = required(payload, "/data/conversation/id", "data.conversation.id")?;
     let conversation =
@@ -184,15 +196,58 @@ async fn conversation(app: &App, payload: &Value) -> Result<&'static str, AppErr
             .ok_or_else(|| AppError::invalid("data.conversation.assignee_ids", "must be an array of strings"))?,
         Some(_) => return Err(AppError::invalid("data.conversation.assignee_ids", "must be an array of strings")),
     };
+    Ok(ConversationUpdate { page_id: page_id.to_owned(), conversation, version, assignees })
+}
+
+async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppError> {
+    let PageMessage { page_id, message, sent_by_page, message_type } = event;
+    if sent_by_page {
+        if app.store.is_echo(&message.conversation_id, message.message_id.as_str(), &message.message_content).await? {
+            return Ok("ignored_echo");
+        }
+    } else if message_type != "INBOX" {
+        return Ok("ignored_comment");
+    }
+    let persist = PersistMessage {
+        conversation_id: message.conversation_id.to_string(),
+        message_id: message.message_id.to_string(),
+        sender_id: message.sender_id.clone(),
+        sender_type: message.sender_type.as_str().to_owned(),
+        content: message.message_content.clone(),
+        timestamp: message.timestamp,
+        metadata: message.metadata.clone(),
+        page_id: Some(page_id.clone()),
+        received_at: now_epoch_seconds(),
+    };
+    let process = Redrive {
+        conversation_id: message.conversation_id.to_string(),
+        page_id: Some(page_id),
+        assistant_id: None,
+        reason: "webhook".into(),
+    };
+    let persist = serde_json::to_string(&persist).map_err(|_| AppError::Internal)?;
+    let process = serde_json::to_string(&process).map_err(|_| AppError::Internal)?;
+    Ok(match app.store.admit(&message, &persist, AdmitMode::Defer { process_job: &process }).await? {
+        Admission::Duplicate => "duplicate",
+        Admission::BotPaused if sent_by_page => "human_replied_bot_paused",
+        Admission::BotPaused => "bot_paused",
+        Admission::RateLimited { .. } => "rate_limited",
+        Admission::Stored => "stored",
+        Admission::Queued | Admission::Locked | Admission::Acquired { .. } => "queued",
+    })
+}
+
+async fn conversation(app: &App, update: ConversationUpdate) -> Result<&'static str, AppError> {
     let job = UpdateConversation {
-        conversation_id: conversation.to_string(),
-        page_id: Some(page_id.to_owned()),
-        pancake_version: version,
-        bot_paused: (!assignees.is_empty()).then_some(true),
-        assignee_ids: assignees,
+        conversation_id: update.conversation.to_string(),
+        page_id: Some(update.page_id),
+        pancake_version: update.version,
+        bot_paused: (!update.assignees.is_empty()).then_some(true),
+        assignee_ids: update.assignees,
     };
     let job_json = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
-    let applied = app.store.conversation_event(&conversation, version, !job.assignee_ids.is_empty(), &job_json).await?;
+    let assigned = !job.assignee_ids.is_empty();
+    let applied = app.store.conversation_event(&update.conversation, update.version, assigned, &job_json).await?;
     Ok(match applied.as_str() {
         "stale" => "ignored_stale_version",
         "paused" => "assigned_bot_paused",
@@ -243,6 +298,45 @@ pub fn parse_utc(s: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_parser(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let _ = parse(&bytes, 65_536);
+        }
+
+        #[test]
+        fn arbitrary_json_shapes_never_panic_the_parser(
+            event_type in prop_oneof![
+                Just("messaging".to_owned()),
+                Just("conversation".to_owned()),
+                Just("post".to_owned()),
+                ".*"
+            ],
+            id in ".{0,300}",
+            text in ".{0,64}",
+            version in any::<i64>(),
+            inserted in ".{0,40}",
+        ) {
+            let body = json!({
+                "event_type": event_type, "page_id": id,
+                "data": {"message": {"id": id, "conversation_id": id, "message": text, "inserted_at": inserted,
+                                     "from": {"id": text}},
+                         "conversation": {"id": id, "version": version, "assignee_ids": [text]}}
+            });
+            let _ = parse(body.to_string().as_bytes(), 65_536);
+        }
+    }
+
+    #[test]
+    fn the_reference_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pancake");
+        for name in ["messaging", "conversation", "post", "subscription", "connect_status"] {
+            let body = std::fs::read(format!("{dir}/webhook-{name}-example.json")).unwrap();
+            assert!(parse(&body, 65_536).is_ok(), "{name}");
+        }
+    }
 
     #[test]
     fn pancake_timestamps_parse_as_utc() {
