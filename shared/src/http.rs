@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/cache/metrics"),
     ("POST", "/api/cache/invalidate"),
     ("POST", "/api/cache/warmup"),
+    ("GET", "/openapi.json"),
 ];
 
 /// Dispatches one request. Never panics on input; every failure is an
@@ -60,6 +61,7 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
             handlers::enhanced_handle_message(app, request).await
         }
         (["api", "v1", "pancake", "webhook"], &Method::POST) => crate::webhook::pancake_webhook(app, request).await,
+        (["openapi.json"], &Method::GET) => Ok(json_response(StatusCode::OK, &crate::openapi::document())),
         (["api", "v1", "admin", rest @ ..], _) => {
             admin(app)?;
             match (rest, method) {

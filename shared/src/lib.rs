@@ -21,6 +21,7 @@
 //! - [`actions`]: extraction and validation of the seven action types.
 //! - [`integrations`]: `execute_api`'s allow-listed HTTP integrations, OAuth
 //!   tokens cached once across instances, GET responses cached.
+//! - [`openapi`]: the OpenAPI 3.1 document of every route, at `/openapi.json`.
 //! - [`pancake`]: the client for Pancake's send-message and assign APIs.
 //! - [`jobs`]: the persistence jobs written to the stream.
 //! - [`customer_info`]: phone, e-mail, name and address found in messages.
@@ -47,6 +48,7 @@ pub mod http;
 pub mod integrations;
 pub mod jobs;
 pub mod lambda;
+pub mod openapi;
 pub mod pancake;
 pub mod pipeline;
 pub mod postgres;

@@ -68,7 +68,9 @@ pub enum Event {
     Message(Box<PageMessage>),
     Conversation(ConversationUpdate),
     /// Another event type: acknowledged, nothing to do.
-    Ignored { event_type: String },
+    Ignored {
+        event_type: String,
+    },
 }
 
 /// A `messaging` event's message.
@@ -137,7 +139,8 @@ fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessag
         Some(_) => return Err(AppError::invalid("data.message.message", "must be a string")),
     };
     let attachments = payload.pointer("/data/message/attachments").and_then(Value::as_array).map_or(0, Vec::len);
-    let content = if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
+    let content =
+        if text.trim().is_empty() && attachments > 0 { format!("[{attachments} attachment(s)]") } else { text };
     if content.len() > max_content_bytes {
         return Err(AppError::TooLarge { field: "data.message.message", limit: max_content_bytes });
     }
@@ -149,8 +152,9 @@ fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessag
     };
     let message_type = str_at(payload, "/data/message/type").unwrap_or("INBOX").to_owned();
     let customer = str_at(payload, "/data/conversation/from/id");
-    let sent_by_page =
-        from == page_id || str_at(payload, "/data/message/page_id") == Some(from) || customer.is_some_and(|c| c != from);
+    let sent_by_page = from == page_id
+        || str_at(payload, "/data/message/page_id") == Some(from)
+        || customer.is_some_and(|c| c != from);
     let mut metadata = Map::new();
     metadata.insert("page_id".into(), json!(page_id));
     metadata.insert("platform".into(), json!("pancake"));
@@ -161,7 +165,8 @@ fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessag
     if let Some(id) = str_at(payload, "/data/message/from/page_customer_id") {
         metadata.insert("page_customer_id".into(), json!(id));
     }
-    let sender_id = MessageId::parse(from).map_err(|_| AppError::invalid("data.message.from.id", "must be a valid id"))?;
+    let sender_id =
+        MessageId::parse(from).map_err(|_| AppError::invalid("data.message.from.id", "must be a valid id"))?;
     Ok(PageMessage {
         page_id: page_id.to_owned(),
         message: IncomingMessage {

@@ -32,8 +32,15 @@ impl AiProvider for Counting {
     }
 }
 
-const TOPICS: [&str; 10] = ["áo thun", "quần jean", "váy", "giày", "túi xách", "mũ", "áo khoác", "đồng hồ", "kính", "ví"];
-const ASKS: [&str; 5] = ["giá bao nhiêu", "còn size M không", "ship về Hà Nội mất mấy ngày", "có màu đen không", "đặt lịch thử đồ được không"];
+const TOPICS: [&str; 10] =
+    ["áo thun", "quần jean", "váy", "giày", "túi xách", "mũ", "áo khoác", "đồng hồ", "kính", "ví"];
+const ASKS: [&str; 5] = [
+    "giá bao nhiêu",
+    "còn size M không",
+    "ship về Hà Nội mất mấy ngày",
+    "có màu đen không",
+    "đặt lịch thử đồ được không",
+];
 const FOLLOW_UPS: [&str; 3] = ["cảm ơn shop", "cho mình gặp nhân viên", "tạm biệt"];
 
 /// A small deterministic generator so every run replays the same log.
@@ -58,7 +65,10 @@ async fn main() {
     let id = std::process::id();
     let vars: Vec<(&str, String)> = vec![
         ("PANCAKE_ACCESS_TOKEN", "bench".into()),
-        ("DATABASE_URL", std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())),
+        (
+            "DATABASE_URL",
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        ),
         ("REDIS_URL", std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())),
         ("POSTGRES_SCHEMA", format!("bench_cache_{id}")),
         ("REDIS_KEY_PREFIX", format!("benchac:{id}:")),
