@@ -6,7 +6,8 @@
 //!
 //! Wiring only, like a function's `main.rs`; it binds loopback unless
 //! `GATEWAY_BIND` says otherwise. `local-gateway migrate` applies the
-//! migrations and exits (scripts and deploy steps use it).
+//! migrations and exits (scripts and deploy steps use it); `local-gateway
+//! consume` runs only the consumer, as a process of its own.
 
 use axum::{Router, body::Bytes, extract::State, response::IntoResponse};
 use switchboard::{App, Config, consumer::Consumer, telemetry};
@@ -19,9 +20,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bind = std::env::var("GATEWAY_BIND").unwrap_or_else(|_| "127.0.0.1".into());
     let app = App::build(config)?;
     app.migrate().await?;
-    if std::env::args().nth(1).as_deref() == Some("migrate") {
-        tracing::info!("migrations applied");
-        return Ok(());
+    match std::env::args().nth(1).as_deref() {
+        Some("migrate") => {
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        // The consumer alone, as its own process (the fault suite kills it).
+        Some("consume") => {
+            consume(app).await;
+            return Ok(());
+        }
+        _ => {}
     }
     tokio::spawn(consume(app.clone()));
     let router = Router::new().fallback(serve).with_state(app);

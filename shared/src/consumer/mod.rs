@@ -35,7 +35,7 @@ use std::{
 
 use redis::{
     AsyncCommands,
-    aio::MultiplexedConnection,
+    aio::ConnectionManager,
     streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply},
 };
 use serde::Serialize;
@@ -145,8 +145,9 @@ fn is_transient(err: &tokio_postgres::Error) -> bool {
 pub struct Consumer {
     app: App,
     /// A connection of its own: `XREADGROUP … BLOCK` would stall every other
-    /// command multiplexed on a shared one.
-    reader: MultiplexedConnection,
+    /// command multiplexed on a shared one. A connection manager, so a Redis
+    /// restart or failover costs a failed step, not the consumer.
+    reader: ConnectionManager,
     settings: ConsumerConfig,
     name: String,
     stream: String,
@@ -168,10 +169,12 @@ impl Consumer {
     pub async fn connect(app: App, name: impl Into<String>) -> Result<Self, AppError> {
         let settings = app.config.consumer.clone();
         let client = redis::Client::open(app.config.redis_url.expose())?;
-        let reader_config = redis::AsyncConnectionConfig::new()
+        let reader_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(settings.block + Duration::from_secs(5)));
-        let reader = client.get_multiplexed_async_connection_with_config(&reader_config).await?;
+            .set_response_timeout(Some(settings.block + Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let reader = client.get_connection_manager_with_config(reader_config).await?;
         let keys = app.store.keys();
         let consumer = Self {
             stream: keys.jobs().to_owned(),
@@ -208,6 +211,18 @@ impl Consumer {
     /// One step: retry what is due (idle pending entries), else read new
     /// entries (blocking up to `block`); then sweep when due.
     pub async fn step(&self) -> Result<Summary, AppError> {
+        match self.step_once().await {
+            Err(AppError::Unavailable { dependency: "redis" }) => {
+                // A Redis that lost its data (no persistence, a fresh replica)
+                // also lost the group: recreate it so the new entries flow.
+                let _ = self.ensure_group().await;
+                Err(AppError::Unavailable { dependency: "redis" })
+            }
+            other => other,
+        }
+    }
+
+    async fn step_once(&self) -> Result<Summary, AppError> {
         let mut summary = Summary::default();
         let mut conn = self.reader.clone();
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
