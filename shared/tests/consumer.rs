@@ -124,19 +124,29 @@ async fn a_consumer_killed_between_read_and_acknowledgement_is_reclaimed_with_no
 #[tokio::test]
 async fn with_postgres_unreachable_nothing_is_acknowledged_and_everything_lands_when_it_returns() {
     let env = TestEnv::with(
-        &[("CONSUMER_CLAIM_IDLE_MS", "50"), ("CONSUMER_BLOCK_MS", "50"), ("CONSUMER_BATCH_SIZE", "1000")],
+        // A delivery budget smaller than the outage: an outage must never
+        // push entries into the dead letters.
+        &[
+            ("CONSUMER_CLAIM_IDLE_MS", "50"),
+            ("CONSUMER_BLOCK_MS", "50"),
+            ("CONSUMER_BATCH_SIZE", "1000"),
+            ("CONSUMER_MAX_DELIVERIES", "2"),
+        ],
         None,
     )
     .await;
     enqueue(&env, 1_000, 100, 1).await;
     let down = env.app_with(&[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/test")]);
     let blind = Consumer::connect(down, "blind").await.unwrap();
-    for _ in 0..3 {
+    for _ in 0..5 {
         // Each step reads (or reclaims, once idle) the whole backlog and fails.
         assert!(blind.step().await.is_err(), "a step without Postgres must fail, not acknowledge");
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
     assert_eq!(pending(&env).await, 1_000, "read but unacknowledged");
+    let mut conn = env.redis().await;
+    let dead: usize = conn.xlen(format!("{}jobs:dead", env.prefix)).await.unwrap();
+    assert_eq!(dead, 0, "an outage dead-lettered entries");
     assert_eq!(env.count("SELECT COUNT(*) FROM messages").await, 0);
 
     // Postgres "returns": a consumer with a working pool drains the backlog.

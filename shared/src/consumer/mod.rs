@@ -309,16 +309,28 @@ impl Consumer {
     async fn process(&self, entries: Vec<StreamId>, claimed: bool) -> Result<Summary, AppError> {
         let mut summary = Summary { batches: 1, read: entries.len() as u64, ..Default::default() };
         let deliveries = if claimed { self.deliveries(&entries).await? } else { HashMap::new() };
+        // The last error each claimed entry failed with. Only an entry that
+        // keeps failing on its own goes to the dead letters: one that was
+        // never processed (Postgres down, its consumer died) has no error
+        // recorded and is retried for as long as it takes, never dropped.
+        let errors: HashMap<String, String> = if claimed && !deliveries.is_empty() {
+            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            let values: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(&self.errors).arg(&ids).query_async(&mut self.reader.clone()).await?;
+            ids.iter().zip(values).filter_map(|(id, e)| e.map(|e| (id.to_string(), e))).collect()
+        } else {
+            HashMap::new()
+        };
         let mut batch = Batch::default();
         let mut batch_ids = Vec::new();
         let mut effects = Vec::new();
         let mut acked = Vec::new();
         for entry in &entries {
             let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
-            if delivered > self.settings.max_deliveries {
-                let error: Option<String> = self.reader.clone().hget(&self.errors, &entry.id).await?;
-                let error = error.unwrap_or_else(|| "delivered too many times".into());
-                self.dead_letter(entry, &error, delivered).await?;
+            if delivered > self.settings.max_deliveries
+                && let Some(error) = errors.get(&entry.id)
+            {
+                self.dead_letter(entry, error, delivered).await?;
                 summary.dead_lettered += 1;
                 continue;
             }
@@ -354,17 +366,23 @@ impl Consumer {
             }
         }
 
+        // The batch's writes are committed: acknowledge them before the
+        // effects run, and each effect as soon as it is done, so a consumer
+        // that dies (a Lambda past its deadline) redoes as little as possible.
+        self.ack(&acked).await?;
+        summary.acknowledged += acked.len() as u64;
         for (id, effect) in effects {
             match self.run_effect(effect, &mut summary, deliveries.get(&id).copied().unwrap_or(1)).await {
-                Ok(()) => acked.push(id),
+                Ok(()) => {
+                    self.ack(std::slice::from_ref(&id)).await?;
+                    summary.acknowledged += 1;
+                }
                 Err(error) => {
                     summary.failed += 1;
                     let _: () = self.reader.clone().hset(&self.errors, &id, error).await?;
                 }
             }
         }
-        self.ack(&acked).await?;
-        summary.acknowledged += acked.len() as u64;
         Ok(summary)
     }
 
