@@ -98,7 +98,7 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
                 Err(err) => {
                     // Give the lock back at once so the next message (or the
                     // sender's retry) is not stuck behind a dead holder.
-                    let _ = app.store.cancel(&message.conversation_id).await;
+                    let _ = app.store.release(&message.conversation_id, &lease).await;
                     return Err(err);
                 }
             };
@@ -128,7 +128,7 @@ pub async fn redrive(
     let assistant = match app.assistants.resolve(assistant_id.as_deref(), page_id.as_deref()).await {
         Ok(a) => a,
         Err(err) => {
-            let _ = app.store.cancel(conversation).await;
+            let _ = app.store.release(conversation, &lease).await;
             return Err(err);
         }
     };
@@ -227,16 +227,23 @@ pub async fn process(
         };
         let echo_texts: Vec<String> =
             if delivery_enabled { actions.iter().filter_map(Action::customer_text).collect() } else { Vec::new() };
+        let send_marks: Vec<Uuid> = if delivery_enabled {
+            actions.iter().filter(|a| goes_to_pancake(app, a)).map(|a| a.action_id).collect()
+        } else {
+            Vec::new()
+        };
         let record = AnswerRecord {
             context_entry: &context_entry,
             job: &serde_json::to_string(&answer_job).map_err(|_| AppError::Internal)?,
             redrive_job: &serde_json::to_string(&redrive).map_err(|_| AppError::Internal)?,
             pause_bot,
             echo_texts: &echo_texts,
+            send_marks: &send_marks,
         };
         let is_final = restarts >= config.max_restarts;
         match app.store.complete(conversation, lease, snapshot.covered_seq(), is_final, &record).await? {
             Completion::Lost => return Ok(Outcome::LockLost),
+            Completion::Paused => return Ok(Outcome::BotPaused),
             Completion::Newer(fuller) => {
                 tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
                 snapshot = fuller;
@@ -445,8 +452,14 @@ async fn deliver(
                 .ok()
             })
             .collect();
+        let marks: Vec<(Uuid, bool)> = actions
+            .iter()
+            .zip(&results)
+            .filter(|(a, _)| goes_to_pancake(app, a))
+            .map(|(a, r)| (a.action_id, r.status == "sent"))
+            .collect();
         let enqueued = match serde_json::to_string(&job) {
-            Ok(payload) => app.store.record_delivery(conversation, &sent_ids, &payload, &retries).await.is_ok(),
+            Ok(payload) => record_with_retry(app, conversation, &sent_ids, &payload, &retries, &marks).await,
             Err(_) => false,
         };
         if !enqueued {
@@ -470,6 +483,31 @@ async fn deliver(
         "delivery_ms": round_ms(started.elapsed().as_secs_f64() * 1000.0),
         "results": results,
     })
+}
+
+/// Records delivery results, retrying briefly in place: if this fails the
+/// actions stay `pending` and the sweep will look at them, which is safe
+/// (their `sent` marks are checked) but slower.
+async fn record_with_retry(
+    app: &App,
+    conversation: &ConversationId,
+    sent_ids: &[String],
+    payload: &str,
+    retries: &[String],
+    marks: &[(Uuid, bool)],
+) -> bool {
+    for wait in [0u64, 100, 400] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        if app.store.record_delivery(conversation, sent_ids, payload, retries, marks).await.is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether delivering `action` calls Pancake.
+fn goes_to_pancake(app: &App, action: &Action) -> bool {
+    action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns())
 }
 
 /// Executes one action against Pancake (used by the lock holder and, for

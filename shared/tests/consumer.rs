@@ -364,3 +364,38 @@ async fn in_lambda_mode_the_consumer_drains_until_shortly_before_the_deadline_an
     }
     assert_eq!(env.count("SELECT COUNT(*) FROM messages").await, 250);
 }
+
+#[tokio::test]
+async fn an_action_already_delivered_is_recorded_and_never_sent_twice() {
+    let pancake = pancake_stub().await;
+    let env = TestEnv::with(
+        &[("CONSUMER_BLOCK_MS", "20"), ("PANCAKE_BASE_URL", &pancake.url()), ("PANCAKE_PAGE_ACCESS_TOKEN", "pt")],
+        None,
+    )
+    .await;
+    let (_, _, body) = env.post(&common::message("once", "m1", "xin chào", 1.0)).await;
+    assert_eq!(body["result"]["pancake_result"]["status"], "success");
+    let consumer = env.consumer().await;
+    drain(&consumer).await;
+    // A retry of the same action arrives anyway (the holder's results were
+    // lost, the sweep re-enqueued it): it is recorded, not resent.
+    let action: Value = env
+        .app
+        .db
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT jsonb_build_object('action_id', id, 'type', action_type, 'data', action_data) FROM message_actions",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let job = json!({"response_id": uuid::Uuid::new_v4(), "conversation_id": "once", "page_id": "page_1",
+                     "fence": 1, "action": action, "attempt": 1});
+    env.xadd(&[("type", "deliver_action"), ("payload", &job.to_string())]).await;
+    drain(&consumer).await;
+    assert_eq!(pancake.requests().len(), 1, "sent exactly once");
+    assert_eq!(env.count("SELECT COUNT(*) FROM message_actions WHERE status = 'sent'").await, 1);
+}

@@ -178,6 +178,7 @@ async fn a_processor_paused_past_the_lock_ttl_cannot_complete_and_the_newer_fenc
         redrive_job: "{}",
         pause_bot: false,
         echo_texts: &[],
+        send_marks: &[],
     };
     let completion = store.complete(&conversation, &stale, snapshot.covered_seq(), true, &record).await.unwrap();
     assert_eq!(completion, Completion::Lost);

@@ -329,3 +329,27 @@ async fn past_the_page_limit_messages_of_other_conversations_on_that_page_are_st
             .any(|(_, outcome, p)| outcome.as_deref() == Some("rate_limited") && p["conversation_id"] == "pc3")
     );
 }
+
+#[tokio::test]
+async fn an_agent_reply_during_the_ai_call_discards_the_bot_answer() {
+    let pancake = pancake_stub().await;
+    let env = Arc::new(
+        TestEnv::with(
+            &[("PANCAKE_BASE_URL", &pancake.url()), ("PANCAKE_PAGE_ACCESS_TOKEN", "pt")],
+            Some(Arc::new(Slow(Duration::from_millis(200)))),
+        )
+        .await,
+    );
+    let customer = {
+        let env = env.clone();
+        tokio::spawn(async move { env.post(&message("takeover", "c1", "giá bao nhiêu?", 1.0)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut agent = message("takeover", "a1", "Dạ em là nhân viên, em báo giá ngay ạ", 2.0);
+    agent["sender_type"] = json!("agent");
+    assert_eq!(env.post(&agent).await.2["result"]["status"], "bot_paused");
+    let (_, _, body) = customer.await.unwrap();
+    assert_eq!(body["result"]["status"], "bot_paused", "{body}");
+    assert!(pancake.requests().is_empty(), "the bot did not talk over the human");
+    assert!(of_kind(&env.stream().await, "persist_answer").is_empty());
+}

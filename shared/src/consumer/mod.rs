@@ -48,7 +48,7 @@ use crate::{
     error::AppError,
     jobs::{self, ActionResults, DeliverAction, PersistAnswer, PersistMessage, Redrive, UpdateConversation},
     pipeline,
-    redis::now_ms,
+    redis::{SendMark, now_ms},
 };
 use writer::{Batch, MessageRow};
 
@@ -428,8 +428,24 @@ impl Consumer {
             Job::Deliver(job) => {
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
                 let attempt = job.attempt.max(delivered as u32);
-                let result =
-                    pipeline::execute(&self.app, &conversation, job.page_id.as_deref(), &job.action, attempt).await;
+                let result = match self.app.store.send_mark(&conversation, &job.action.action_id).await {
+                    Err(e) => return Err(e.to_string()),
+                    // Pancake already has it (the holder's results were lost): record, never resend.
+                    Ok(SendMark::AlreadySent) => crate::jobs::ActionResult {
+                        action_id: job.action.action_id,
+                        action_type: job.action.action_type.clone(),
+                        status: "sent".into(),
+                        pancake_message_id: None,
+                        error: None,
+                        retryable: false,
+                        attempt,
+                        response: None,
+                    },
+                    Ok(SendMark::Busy) => return Err("a delivery of this action is under way".into()),
+                    Ok(SendMark::Go) => {
+                        pipeline::execute(&self.app, &conversation, job.page_id.as_deref(), &job.action, attempt).await
+                    }
+                };
                 let failed_retryable = result.status == "failed" && result.retryable;
                 let final_failure = failed_retryable && delivered >= self.settings.max_deliveries;
                 let mut recorded = result.clone();
@@ -444,7 +460,12 @@ impl Consumer {
                 };
                 let sent: Vec<String> = result.pancake_message_id.clone().into_iter().collect();
                 let payload = serde_json::to_string(&results).map_err(|e| e.to_string())?;
-                self.app.store.record_delivery(&conversation, &sent, &payload, &[]).await.map_err(|e| e.to_string())?;
+                let marks = [(job.action.action_id, result.status == "sent")];
+                self.app
+                    .store
+                    .record_delivery(&conversation, &sent, &payload, &[], &marks)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 summary.actions_redelivered += 1;
                 if failed_retryable {
                     // Stays pending: retried after `claim_idle`; past the

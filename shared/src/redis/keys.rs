@@ -77,6 +77,11 @@ impl ConversationKeys {
     pub fn sent(&self, pancake_message_id: &str) -> String {
         format!("{}:sent:{pancake_message_id}", self.base)
     }
+    /// An action's delivery mark: `sending` while it is being delivered,
+    /// `sent` once Pancake accepted it (so nothing sends it twice).
+    pub fn send_mark(&self, action_id: &uuid::Uuid) -> String {
+        format!("{}:action:{action_id}", self.base)
+    }
     /// A text about to be sent, by digest: recognises the echo that can
     /// arrive before Pancake's answer (and its message id) does.
     pub fn echo(&self, text: &str) -> String {

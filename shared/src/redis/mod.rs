@@ -15,5 +15,5 @@ pub(crate) use store::now_ms;
 pub use keys::{ConversationKeys, KeySpace};
 pub use store::{
     Admission, AdmitMode, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage,
-    Snapshot,
+    SendMark, Snapshot,
 };

@@ -14,3 +14,5 @@ pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include
 pub(super) static CONVERSATION_EVENT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/conversation_event.lua")));
 pub(super) static ECHO: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/echo.lua")));
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+pub(super) static SEND_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/send_mark.lua")));

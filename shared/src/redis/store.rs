@@ -105,6 +105,8 @@ pub enum Claim {
 pub enum Completion {
     /// The lock expired or another processor took it: the answer is discarded.
     Lost,
+    /// A human took over during the AI call: the answer is discarded, the lock released.
+    Paused,
     /// Newer customer messages arrived: re-run with this fuller snapshot; the lock is kept.
     Newer(Snapshot),
     /// Recorded and released; `still_owed` lists messages that arrived after
@@ -121,7 +123,22 @@ pub struct AnswerRecord<'a> {
     pub pause_bot: bool,
     /// Texts about to be sent to Pancake (their webhook echoes are ignored).
     pub echo_texts: &'a [String],
+    /// Actions about to be delivered to Pancake, marked `sending`.
+    pub send_marks: &'a [uuid::Uuid],
 }
+
+/// Whether an action may be delivered now (see `send_mark.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMark {
+    AlreadySent,
+    Busy,
+    Go,
+}
+
+/// How long a `sending` mark holds: a delivery that died mid-send is retried after it.
+const SENDING_TTL_SECS: u64 = 300;
+/// How long a `sent` mark is kept.
+const SENT_TTL_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct ConversationStore {
@@ -300,6 +317,9 @@ impl ConversationStore {
         for text in answer.echo_texts {
             invocation.key(keys.echo(text));
         }
+        for action_id in answer.send_marks {
+            invocation.key(keys.send_mark(action_id));
+        }
         let reply: Value = invocation
             .arg(&lease.token)
             .arg(covered_seq)
@@ -316,11 +336,14 @@ impl ConversationStore {
             .arg(answer.redrive_job)
             .arg(conversation.as_str())
             .arg(ECHO_TTL_SECS)
+            .arg(answer.echo_texts.len())
+            .arg(SENDING_TTL_SECS)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();
         Ok(match string(parts.next())?.as_str() {
             "lost" => Completion::Lost,
+            "paused" => Completion::Paused,
             "newer" => Completion::Newer(snapshot(parts.next(), parts.next())?),
             "done" => Completion::Done {
                 still_owed: array(parts.next().unwrap_or(Value::Nil))?
@@ -412,6 +435,7 @@ impl ConversationStore {
         let echo: i64 = scripts::ECHO
             .key(keys.sent(pancake_message_id))
             .key(keys.echo(text))
+            .arg(self.dedupe_ttl.as_secs().max(1))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(echo == 1)
@@ -426,9 +450,19 @@ impl ConversationStore {
         sent_ids: &[String],
         results_job: &str,
         retry_jobs: &[String],
+        marks: &[(uuid::Uuid, bool)],
     ) -> Result<(), AppError> {
         let keys = self.keys.conversation(conversation);
         let mut pipe = redis::pipe();
+        // Delivered actions are marked `sent` for good; failed ones unmarked
+        // so a retry may send them.
+        for (action_id, delivered) in marks {
+            if *delivered {
+                pipe.set_ex(keys.send_mark(action_id), "sent", SENT_TTL_SECS).ignore();
+            } else {
+                pipe.del(keys.send_mark(action_id)).ignore();
+            }
+        }
         for id in sent_ids {
             pipe.set_ex(keys.sent(id), 1, self.dedupe_ttl.as_secs().max(1)).ignore();
         }
@@ -438,6 +472,32 @@ impl ConversationStore {
         }
         let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// Gives the lock back if we still hold it.
+    pub async fn release(&self, conversation: &ConversationId, lease: &Lease) -> Result<bool, AppError> {
+        let keys = self.keys.conversation(conversation);
+        let released: i64 = scripts::RELEASE
+            .key(keys.lock())
+            .key(keys.state())
+            .arg(&lease.token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Takes an action's delivery mark (consumer retries and sweeps).
+    pub async fn send_mark(&self, conversation: &ConversationId, action_id: &uuid::Uuid) -> Result<SendMark, AppError> {
+        let mark: String = scripts::SEND_MARK
+            .key(self.keys.conversation(conversation).send_mark(action_id))
+            .arg(SENDING_TTL_SECS)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match mark.as_str() {
+            "sent" => SendMark::AlreadySent,
+            "busy" => SendMark::Busy,
+            _ => SendMark::Go,
+        })
     }
 
     /// Conversations that have owed messages since before `older_than_ms`.

@@ -1,21 +1,32 @@
 -- complete: the lock holder's last step for one answer.
 --
 -- KEYS: 1 lock  2 state  3 ctx  4 owed  5 jobs stream  6 owed index
---       7.. echo marks (this conversation's slot) of the texts about to be
---           sent, so their webhook echo is recognised even before Pancake's
---           message id is known
+--       7 .. 6+ARGV[16]  echo marks (counters) of the texts about to be sent,
+--           so their webhook echoes are recognised before Pancake's message
+--           ids are known
+--       then  send marks of the actions about to be delivered ('sending'),
+--           so no retry or sweep sends them a second time
 -- ARGV: 1 token  2 highest owed seq the answer covers  3 final (1 = deliver
 --       even if newer messages arrived)  4 answer context entry (JSON)
 --       5 answer timestamp  6 answer job (JSON)  7 pause (1 = transfer_to_agent)
 --       8 pause ttl s  9 context ttl s  10 context max entries  11 lock ttl ms
 --       12 now ms  13 redrive job (JSON)  14 conversation id  15 echo ttl s
+--       16 number of echo marks  17 send mark ttl s
 --
 -- Returns {'lost'}                 the lock expired or was taken: discard the answer
+--       | {'paused'}               a human took over meanwhile: discard, release
 --       | {'newer', ctx[], owed[]}  newer customer messages: re-run, lock kept
 --       | {'done', newer[]}         answer recorded, lock released; newer[] stay owed
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {'lost'}
+end
+-- An agent replied (or the conversation was assigned) during the AI call:
+-- the bot must not talk over the human.
+if (tonumber(redis.call('HGET', KEYS[2], 'paused_until_ms')) or 0) > tonumber(ARGV[12]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'processing', '0')
+  return {'paused'}
 end
 local newer = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[2], '+inf')
 if #newer > 0 and ARGV[3] ~= '1' then
@@ -40,8 +51,13 @@ if ARGV[7] == '1' then
   redis.call('EXPIRE', KEYS[2], math.max(tonumber(ARGV[8]), tonumber(ARGV[9])))
 end
 redis.call('DEL', KEYS[1])
-for i = 7, #KEYS do
-  redis.call('SET', KEYS[i], '1', 'EX', ARGV[15])
+local echoes = tonumber(ARGV[16])
+for i = 7, 6 + echoes do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[15])
+end
+for i = 7 + echoes, #KEYS do
+  redis.call('SET', KEYS[i], 'sending', 'EX', ARGV[17])
 end
 redis.call('XADD', KEYS[5], '*', 'type', 'persist_answer', 'payload', ARGV[6])
 if #newer > 0 then
