@@ -135,6 +135,10 @@ impl IncomingMessage {
         if message_content.len() > max_content_bytes {
             return Err(AppError::TooLarge { field: "message_content", limit: max_content_bytes });
         }
+        // Postgres text cannot hold NUL: refuse it here rather than fail in the consumer.
+        if message_content.contains('\0') {
+            return Err(AppError::invalid("message_content", "must not contain NUL characters"));
+        }
         let conversation_id = ConversationId(parse_id("conversation_id", map.get("conversation_id"))?);
         let message_id = MessageId(parse_id("message_id", map.get("message_id"))?);
         let sender_id = parse_id("sender_id", map.get("sender_id"))?;
@@ -156,6 +160,9 @@ impl IncomingMessage {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(AppError::invalid("metadata", "must be an object")),
         };
+        if contains_nul(&Value::Object(metadata.clone())) {
+            return Err(AppError::invalid("metadata", "must not contain NUL characters"));
+        }
         for key in ["page_id", "assistant_id"] {
             match metadata.get(key) {
                 None | Some(Value::Null) => {}
@@ -174,6 +181,29 @@ impl IncomingMessage {
 
     pub fn assistant_id(&self) -> Option<String> {
         metadata_id(&self.metadata, "assistant_id")
+    }
+}
+
+/// Whether any string (or key) in `value` holds a NUL character, which
+/// Postgres `text` and `jsonb` refuse.
+pub fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+/// `value` with every NUL character removed (for what outside services send us).
+pub fn strip_nul(value: Value) -> Value {
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nul).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k.replace('\0', ""), strip_nul(v))).collect())
+        }
+        other => other,
     }
 }
 

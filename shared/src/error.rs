@@ -108,7 +108,18 @@ impl From<deadpool_postgres::PoolError> for AppError {
 }
 
 impl From<tokio_postgres::Error> for AppError {
+    /// Data errors are the caller's (400, 409); connection, resource and
+    /// server errors are Postgres being unavailable (503).
     fn from(err: tokio_postgres::Error) -> Self {
+        let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        if code.starts_with("22") {
+            tracing::warn!(sqlstate = %code, "postgres refused the data");
+            return Self::invalid("body", "contains a value the database cannot store");
+        }
+        if code == "23505" {
+            tracing::warn!(sqlstate = %code, "unique key conflict");
+            return Self::Conflict("a concurrent change conflicts with this one; retry".into());
+        }
         tracing::error!(error = %err, "postgres query failed");
         Self::Unavailable { dependency: "postgres" }
     }

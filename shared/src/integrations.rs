@@ -144,7 +144,14 @@ impl Integrations {
             return Err(format!("method {method} is not allowed (GET or POST)"));
         }
         let path = data.get("path").and_then(Value::as_str).unwrap_or("");
-        if path.contains("://") || path.split('/').any(|s| s == "..") || path.chars().any(char::is_control) {
+        let escapes = path.contains("://")
+            || path.contains('\\')
+            || path.contains(['?', '#'])
+            || path.to_ascii_lowercase().contains("%2e")
+            || path.to_ascii_lowercase().contains("%2f")
+            || path.split('/').any(|s| s == ".." || s == ".")
+            || path.chars().any(char::is_control);
+        if escapes {
             return Err("data.path must stay under the integration's base URL".into());
         }
         let base = format!("{}/{}", integration.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
@@ -157,6 +164,11 @@ impl Integrations {
             Some(_) => return Err("data.query must be an object".into()),
         };
         let mut url = reqwest::Url::parse(&base).map_err(|e| format!("{name}: bad URL: {e}"))?;
+        // The normalised URL must still be the integration's origin and path.
+        let root = reqwest::Url::parse(&integration.base_url).map_err(|e| format!("{name}: bad base URL: {e}"))?;
+        if url.origin() != root.origin() || !url.path().starts_with(root.path().trim_end_matches('/')) {
+            return Err("data.path must stay under the integration's base URL".into());
+        }
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(&query);
         }

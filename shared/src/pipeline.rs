@@ -304,13 +304,14 @@ async fn answer(app: &App, assistant: &Assistant, request: AiRequest<'_>) -> ai:
 }
 
 /// The answer cache key: the assistant, its configuration version and the
-/// last few context lines, normalised (case and spacing do not matter).
+/// whole context, normalised (case and spacing do not matter). The whole
+/// context, not its last lines: an answer that used something said earlier
+/// (a name, an order) must never be served to another conversation.
 fn answer_key(assistant: &Assistant, context: &[ContextEntry]) -> String {
     use sha2::{Digest, Sha256};
     let recent: Vec<(String, String)> = context
         .iter()
         .rev()
-        .take(ANSWER_KEY_LINES)
         .map(|c| {
             let normalised = c.content.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
             (if c.sender_type == "bot" { "bot" } else { "customer" }.to_owned(), normalised)
@@ -319,9 +320,6 @@ fn answer_key(assistant: &Assistant, context: &[ContextEntry]) -> String {
     let digest = Sha256::digest(json!([assistant.id, assistant.config_version, recent]).to_string().as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
-
-/// Context lines an answer-cache key covers.
-const ANSWER_KEY_LINES: usize = 4;
 
 /// The thread context is the conversation's Redis context (2 h). When it holds
 /// nothing but the messages being answered (expired, cleared by a `thread`

@@ -109,6 +109,9 @@ fn required<'a>(value: &'a Value, pointer: &str, field: &'static str) -> Result<
 pub fn parse(body: &[u8], max_content_bytes: usize) -> Result<Event, AppError> {
     let payload: Value =
         serde_json::from_slice(body).map_err(|e| AppError::invalid("body", format!("malformed JSON: {e}")))?;
+    if crate::domain::contains_nul(&payload) {
+        return Err(AppError::invalid("body", "must not contain NUL characters"));
+    }
     let event_type = payload
         .get("event_type")
         .and_then(Value::as_str)
@@ -274,19 +277,23 @@ pub fn parse_utc(s: &str) -> Option<f64> {
         let (t, off) = rest.split_at(pos);
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let (h, m) = off[1..].split_once(':').unwrap_or((&off[1..], "0"));
-        (t, sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60))
+        let hours = h.parse::<i64>().ok().filter(|h| *h <= 14)?;
+        let minutes = m.parse::<i64>().ok().filter(|m| *m <= 59)?;
+        (t, sign * (hours * 3600 + minutes * 60))
     } else {
         (rest, 0)
     };
     let mut t = time.splitn(3, ':');
     let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
     let second: f64 = t.next().unwrap_or("0").parse().ok()?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || !(0.0..61.0).contains(&second)
-    {
+    let in_range = (1970..=9999).contains(&year)
+        && (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..=23).contains(&hour)
+        && (0..=59).contains(&minute)
+        && (0.0..61.0).contains(&second)
+        && offset_secs.abs() <= 14 * 3600;
+    if !in_range {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -350,5 +357,7 @@ mod tests {
         assert_eq!(parse_utc("2024-12-25T18:06:07+07:00"), Some(1_735_124_767.0));
         assert_eq!(parse_utc("yesterday"), None);
         assert_eq!(parse_utc("2024-13-01T00:00:00"), None);
+        assert_eq!(parse_utc("1000000000000000-01-01T00:00:00"), None);
+        assert_eq!(parse_utc("2024-12-25T00:00:00+99999999999999999:00"), None);
     }
 }

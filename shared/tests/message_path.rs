@@ -219,6 +219,8 @@ async fn each_bad_input_gets_its_status_and_changes_nothing() {
         ("overflowing timestamp", Some(common::TOKEN), br#"{"conversation_id":"bad","message_id":"n","message_content":"x","sender_id":"u","sender_type":"user","timestamp":1e999}"#.to_vec(), StatusCode::BAD_REQUEST, Some("body")),
         ("unknown sender_type", Some(common::TOKEN), with("sender_type", json!("martian")), StatusCode::BAD_REQUEST, Some("sender_type")),
         ("malformed JSON", Some(common::TOKEN), b"{\"conversation_id\": ".to_vec(), StatusCode::BAD_REQUEST, Some("body")),
+        ("NUL in the content", Some(common::TOKEN), with("message_content", json!("a\u{0}b")), StatusCode::BAD_REQUEST, Some("message_content")),
+        ("NUL in the metadata", Some(common::TOKEN), with("metadata", json!({"note": "x\u{0}"})), StatusCode::BAD_REQUEST, Some("metadata")),
         ("content over 64 KiB", Some(common::TOKEN), with("message_content", json!("x".repeat(64 * 1024 + 1))), StatusCode::PAYLOAD_TOO_LARGE, Some("message_content")),
         ("missing token", None, message("bad", "new", "hi", 2.0).to_string().into_bytes(), StatusCode::UNAUTHORIZED, None),
         ("wrong token", Some("test-pancake-tokem"), message("bad", "new", "hi", 2.0).to_string().into_bytes(), StatusCode::UNAUTHORIZED, None),

@@ -27,6 +27,9 @@ pub(crate) fn json_body(request: &Request<Bytes>) -> Result<serde_json::Map<Stri
         return Ok(serde_json::Map::new());
     }
     match serde_json::from_slice(request.body()) {
+        Ok(Value::Object(map)) if crate::domain::contains_nul(&Value::Object(map.clone())) => {
+            Err(AppError::invalid("body", "must not contain NUL characters"))
+        }
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(AppError::invalid("body", "must be a JSON object")),
         Err(e) => Err(AppError::invalid("body", format!("malformed JSON: {e}"))),

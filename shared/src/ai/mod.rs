@@ -112,7 +112,7 @@ pub async fn ask(provider: &dyn AiProvider, request: AiRequest<'_>, config: &Con
     };
     let processing_time_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(answer) => AiOutcome { answer, processing_time_ms, error: None, cached: false },
+        Ok(answer) => AiOutcome { answer: without_nul(answer), processing_time_ms, error: None, cached: false },
         Err(err) => {
             tracing::warn!(error = %err, conversation_id = request.conversation_id, "AI failed; fallback reply sent");
             AiOutcome {
@@ -130,6 +130,12 @@ pub async fn ask(provider: &dyn AiProvider, request: AiRequest<'_>, config: &Con
             }
         }
     }
+}
+
+/// What an outside AI sends is stored in Postgres, which refuses NUL.
+fn without_nul(answer: AiAnswer) -> AiAnswer {
+    let value = serde_json::to_value(&answer).map(crate::domain::strip_nul);
+    value.ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or(answer)
 }
 
 /// Reads an answer from a JSON object with seed 001's `ai_response` fields,

@@ -568,19 +568,20 @@ impl Consumer {
         }
         let client = self.app.db.get().await?;
         let seconds = self.settings.undelivered_after.as_secs_f64();
-        // Claimed by flipping to `retrying` in the same statement, so two
-        // sweeping consumers never enqueue the same action twice.
+        // Enqueue first, then flip to `retrying`: a crash in between leaves
+        // rows `pending` (found again next sweep), never stranded. Two sweeps
+        // racing may both enqueue one action; its send mark lets one deliver.
         let rows = client
             .query(
-                "UPDATE message_actions m SET status = 'retrying', updated_at = now()
-                   FROM ai_responses r LEFT JOIN conversations c ON c.conversation_id = r.conversation_id
-                  WHERE m.response_id = r.id AND m.status = 'pending'
-                    AND m.created_at < now() - make_interval(secs => $1)
-                 RETURNING m.id, m.response_id, m.conversation_id, m.action_type, m.action_data, c.page_id, r.fence",
+                "SELECT m.id, m.response_id, m.conversation_id, m.action_type, m.action_data, c.page_id, r.fence
+                   FROM message_actions m JOIN ai_responses r ON r.id = m.response_id
+                   LEFT JOIN conversations c ON c.conversation_id = r.conversation_id
+                  WHERE m.status = 'pending' AND m.created_at < now() - make_interval(secs => $1)
+                  LIMIT 500",
                 &[&seconds],
             )
             .await?;
-        let mut jobs = Vec::new();
+        let mut ids = Vec::new();
         for row in rows {
             let data: Value = row.get(4);
             let job = DeliverAction {
@@ -595,10 +596,19 @@ impl Consumer {
                 },
                 attempt: 1,
             };
-            jobs.push(serde_json::to_string(&job).map_err(|_| AppError::Internal)?);
+            self.app
+                .store
+                .enqueue(jobs::DELIVER_ACTION, &serde_json::to_string(&job).map_err(|_| AppError::Internal)?)
+                .await?;
+            ids.push(job.action.action_id);
         }
-        for job in &jobs {
-            self.app.store.enqueue(jobs::DELIVER_ACTION, job).await?;
+        if !ids.is_empty() {
+            client
+                .execute(
+                    "UPDATE message_actions SET status = 'retrying', updated_at = now() WHERE id = ANY($1) AND status = 'pending'",
+                    &[&ids],
+                )
+                .await?;
         }
         Ok(Summary { actions_redelivered: 0, ..Default::default() })
     }

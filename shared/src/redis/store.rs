@@ -558,43 +558,40 @@ impl ConversationStore {
     }
 
     /// Drops the Redis state of conversations idle since before `cutoff_ms`
-    /// and not locked (admin cleanup; Postgres is never touched). Returns
-    /// (state keys scanned, conversations removed, keys removed).
+    /// that nobody needs (no lock, nothing owed, no pause in force); admin
+    /// cleanup, Postgres is never touched. Returns (state keys scanned,
+    /// conversations removed, keys removed).
     pub async fn cleanup(&self, cutoff_ms: u64) -> Result<(u64, u64, u64), AppError> {
-        let pattern = format!("{}conv:*:state", self.keys.prefix());
+        let pattern = format!("{}conv:{{*}}:state", self.keys.prefix());
         let mut conn = self.conn.clone();
         let states: Vec<String> = {
             let iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
             iter.filter_map(|k| async move { k.ok() }).collect().await
         };
         let (mut removed, mut keys_removed) = (0u64, 0u64);
-        for chunk in states.chunks(200) {
-            let mut pipe = redis::pipe();
-            for state in chunk {
-                let base = state.trim_end_matches(":state");
-                pipe.hget(state, "updated_ms").exists(format!("{base}:lock"));
+        let now = now_ms();
+        for state in &states {
+            // The id sits between the hash tag's braces.
+            let base = state.trim_end_matches(":state");
+            let (Some(open), Some(close)) = (base.find('{'), base.rfind('}')) else { continue };
+            let Ok(conversation) = ConversationId::parse(&base[open + 1..close]) else { continue };
+            let keys = self.keys.conversation(&conversation);
+            if keys.state() != *state {
+                continue; // a key that only looks like a state key
             }
-            let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-            let mut del = redis::pipe();
-            let mut any = false;
-            for (state, pair) in chunk.iter().zip(replies.chunks(2)) {
-                let updated: u64 = redis::from_redis_value_ref::<Option<u64>>(&pair[0]).ok().flatten().unwrap_or(0);
-                let locked = redis::from_redis_value_ref::<bool>(&pair[1]).unwrap_or(true);
-                if updated >= cutoff_ms || locked {
-                    continue;
-                }
-                let base = state.trim_end_matches(":state");
-                del.del(&[state.clone(), format!("{base}:ctx"), format!("{base}:owed")]);
-                // The id sits between the hash tag braces.
-                if let (Some(open), Some(close)) = (base.find('{'), base.rfind('}')) {
-                    del.zrem(self.keys.owed_index(), &base[open + 1..close]).ignore();
-                }
+            let deleted: u64 = scripts::CLEANUP
+                .key(keys.state())
+                .key(keys.lock())
+                .key(keys.context())
+                .key(keys.owed())
+                .arg(cutoff_ms)
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await?;
+            if deleted > 0 {
                 removed += 1;
-                any = true;
-            }
-            if any {
-                let counts: Vec<u64> = del.query_async(&mut conn).await?;
-                keys_removed += counts.iter().sum::<u64>();
+                keys_removed += deleted;
+                let _: () = conn.zrem(self.keys.owed_index(), conversation.as_str()).await?;
             }
         }
         Ok((states.len() as u64, removed, keys_removed))
