@@ -324,13 +324,18 @@ fn answer_key(assistant: &Assistant, context: &[ContextEntry]) -> String {
 /// The thread context is the conversation's Redis context (2 h). When it holds
 /// nothing but the messages being answered (expired, cleared by a `thread`
 /// invalidation, or a new conversation), the history is rebuilt from Postgres
-/// — a `thread` miss; otherwise a hit. A Postgres failure here only costs
-/// history, never the answer.
+/// — a `thread` miss; otherwise a hit. A brand-new conversation (no `known`
+/// mark) skips Postgres. A Postgres failure here only costs history, never
+/// the answer.
 async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut Snapshot) {
     let started = std::time::Instant::now();
     let has_history = snapshot.context.iter().any(|c| !snapshot.owed.iter().any(|o| o.message_id == c.message_id));
     if has_history {
         app.cache.record(CacheKind::Thread, true, started.elapsed());
+        return;
+    }
+    if !snapshot.returning {
+        // A brand-new conversation: there is no history anywhere to rebuild.
         return;
     }
     let history = async {

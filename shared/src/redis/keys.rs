@@ -73,6 +73,11 @@ impl ConversationKeys {
     pub fn lock(&self) -> String {
         format!("{}:lock", self.base)
     }
+    /// Set while the conversation is known (30 days): tells a brand-new
+    /// conversation from one whose Redis context merely expired.
+    pub fn known(&self) -> String {
+        format!("{}:known", self.base)
+    }
     /// A Pancake message id this backend sent (its webhook echo is ignored).
     pub fn sent(&self, pancake_message_id: &str) -> String {
         format!("{}:sent:{pancake_message_id}", self.base)

@@ -48,6 +48,9 @@ pub struct OwedMessage {
 pub struct Snapshot {
     pub context: Vec<ContextEntry>,
     pub owed: Vec<OwedMessage>,
+    /// The conversation existed before these messages (its history may be
+    /// in Postgres); false for a brand-new conversation.
+    pub returning: bool,
 }
 
 impl Snapshot {
@@ -225,6 +228,7 @@ impl ConversationStore {
             .key(self.keys.jobs())
             .key(self.keys.owed_index())
             .key(self.keys.page_rate(message.page_id().as_deref().unwrap_or("-")))
+            .key(keys.known())
             .arg(message.message_id.as_str())
             .arg(message.timestamp)
             .arg(to_json(&entry))
@@ -251,6 +255,7 @@ impl ConversationStore {
                 AdmitMode::Defer { process_job } => process_job,
             })
             .arg(if message.page_id().is_some() { self.page_rate_max } else { 0 })
+            .arg(KNOWN_TTL_SECS)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();
@@ -266,7 +271,8 @@ impl ConversationStore {
             },
             "acquired" => {
                 let fence = string(parts.next())?.parse().map_err(|_| protocol("fence"))?;
-                let snapshot = snapshot(parts.next(), parts.next())?;
+                let mut snapshot = snapshot(parts.next(), parts.next())?;
+                snapshot.returning = string(parts.next())? == "1";
                 Admission::Acquired { lease: Lease { token, fence }, snapshot }
             }
             other => return Err(protocol(other)),
@@ -626,6 +632,9 @@ impl ConversationStore {
     }
 }
 
+/// How long a conversation counts as known after its last message.
+const KNOWN_TTL_SECS: u64 = 30 * 24 * 3600;
+
 /// How long the echo of a sent text is recognised by its digest alone.
 const ECHO_TTL_SECS: u64 = 120;
 
@@ -691,5 +700,7 @@ fn snapshot(ctx: Option<Value>, owed: Option<Value>) -> Result<Snapshot, AppErro
         };
         owed_items.push(message);
     }
-    Ok(Snapshot { context, owed: owed_items })
+    // Snapshots read without admit (claim, debounce, restarts) belong to
+    // conversations with messages: treat them as returning.
+    Ok(Snapshot { context, owed: owed_items, returning: true })
 }

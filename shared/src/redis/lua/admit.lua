@@ -6,6 +6,7 @@
 --       4 owed (zset by arrival seq)  5 lock  6 jobs stream
 --       7 owed index (global zset: conversations with owed messages, for the
 --         stranded-burst sweep)  8 the page's rate window (global hash)
+--       9 known mark (the conversation existed before; 30 days)
 -- ARGV: 1 message_id  2 timestamp  3 context entry (JSON)  4 sender kind
 --       (customer | agent | other)  5 persist job (JSON)  6 lock token
 --       7 lock ttl ms  8 context ttl s  9 dedupe ttl s  10 rate max
@@ -13,9 +14,11 @@
 --       15 conversation id  16 page id ('' = unknown)  17 assistant id ('')
 --       18 mode: 'sync' (try the lock now) | 'defer' (enqueue a process job)
 --       19 process job (JSON, defer mode)  20 page rate max (0 = off)
+--       21 known mark ttl s
 --
 -- Returns {'duplicate'} | {'stored'} | {'bot_paused'} | {'rate_limited', secs}
---       | {'locked'} | {'queued'} | {'acquired', fence, ctx[], owed[member, seq, ...]}
+--       | {'locked'} | {'queued'}
+--       | {'acquired', fence, ctx[], owed[member, seq, ...], known ('1' | '0')}
 
 -- Dedupe first: a repeated message_id changes nothing at all.
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
@@ -23,6 +26,9 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
 end
 
 local now_ms = tonumber(ARGV[12])
+-- Whether this conversation was seen before (its history may be in Postgres
+-- even if its Redis context expired): a brand-new one needs no rebuild.
+local known = redis.call('SET', KEYS[9], '1', 'EX', ARGV[21], 'GET') and '1' or '0'
 local ts = tonumber(ARGV[2])
 local st = redis.call('HMGET', KEYS[2], 'seq', 'last_message_ts', 'paused_until_ms',
   'rl_start_ms', 'rl_count', 'rl_prev', 'fence')
@@ -135,4 +141,4 @@ for _, v in ipairs({'fence', fence, 'processing', '1', 'lock_since_ms', now_ms})
 save_state()
 -- %.0f: tostring() would print a large fence in exponent notation.
 return {'acquired', string.format('%.0f', fence), redis.call('ZRANGE', KEYS[3], 0, -1),
-  redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')}
+  redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES'), known}
