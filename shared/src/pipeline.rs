@@ -499,10 +499,12 @@ async fn record_with_retry(
     retries: &[String],
     marks: &[(Uuid, bool)],
 ) -> bool {
-    for wait in [0u64, 100, 400] {
-        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    for wait in [100u64, 400, 0] {
         if app.store.record_delivery(conversation, sent_ids, payload, retries, marks).await.is_ok() {
             return true;
+        }
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
     }
     false
@@ -532,8 +534,12 @@ pub async fn execute(
         attempt,
         response: None,
     };
-    let needs_pancake =
-        action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns());
+    let needs_pancake = goes_to_pancake(app, action);
+    if needs_pancake && !app.pancake.enabled() {
+        result.status = "not_sent".into();
+        result.error = Some(PancakeError::Disabled.to_string());
+        return result;
+    }
     let page_id = match page_id {
         Some(p) => p,
         None if needs_pancake => {
