@@ -84,15 +84,20 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
         received_at: now_epoch_seconds(),
     };
     let job = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
-    match app.store.admit(message, &job, AdmitMode::Sync).await? {
+    // The assistant is resolved while admit runs (one round trip instead of
+    // two in a row); only a message that takes the lock uses it.
+    let (assistant_id, page) = (message.assistant_id(), message.page_id());
+    let (admission, assistant) = tokio::join!(
+        app.store.admit(message, &job, AdmitMode::Sync),
+        app.assistants.resolve(assistant_id.as_deref(), page.as_deref())
+    );
+    match admission? {
         Admission::Duplicate => Ok(Outcome::Duplicate),
         Admission::Stored => Ok(Outcome::Stored),
         Admission::BotPaused => Ok(Outcome::BotPaused),
         Admission::RateLimited { retry_after_secs } => Ok(Outcome::RateLimited { retry_after_secs }),
         Admission::Locked | Admission::Queued => Ok(Outcome::Locked),
         Admission::Acquired { lease, snapshot } => {
-            let assistant =
-                app.assistants.resolve(message.assistant_id().as_deref(), message.page_id().as_deref()).await;
             let assistant = match assistant {
                 Ok(a) => a,
                 Err(err) => {
