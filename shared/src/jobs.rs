@@ -38,6 +38,23 @@ pub struct PersistMessage {
     pub received_at: f64,
 }
 
+impl PersistMessage {
+    /// The persistence job of an admitted message.
+    pub fn of(message: &crate::domain::IncomingMessage) -> Self {
+        Self {
+            conversation_id: message.conversation_id.to_string(),
+            message_id: message.message_id.to_string(),
+            sender_id: message.sender_id.clone(),
+            sender_type: message.sender_type.as_str().to_owned(),
+            content: message.message_content.clone(),
+            timestamp: message.timestamp,
+            metadata: message.metadata.clone(),
+            page_id: message.page_id(),
+            received_at: crate::now_epoch_seconds(),
+        }
+    }
+}
+
 /// Seed 001's `ai_response` object (plus the error when the fallback was used).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AiResponseView {

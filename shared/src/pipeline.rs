@@ -72,17 +72,7 @@ pub enum Outcome {
 
 /// Runs one validated message through the whole path.
 pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
-    let job = PersistMessage {
-        conversation_id: message.conversation_id.to_string(),
-        message_id: message.message_id.to_string(),
-        sender_id: message.sender_id.clone(),
-        sender_type: message.sender_type.as_str().to_owned(),
-        content: message.message_content.clone(),
-        timestamp: message.timestamp,
-        metadata: message.metadata.clone(),
-        page_id: message.page_id(),
-        received_at: now_epoch_seconds(),
-    };
+    let job = PersistMessage::of(message);
     let job = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
     // The assistant is resolved while admit runs (one round trip instead of
     // two in a row); only a message that takes the lock uses it.

@@ -216,17 +216,7 @@ async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppErr
     } else if message_type != "INBOX" {
         return Ok("ignored_comment");
     }
-    let persist = PersistMessage {
-        conversation_id: message.conversation_id.to_string(),
-        message_id: message.message_id.to_string(),
-        sender_id: message.sender_id.clone(),
-        sender_type: message.sender_type.as_str().to_owned(),
-        content: message.message_content.clone(),
-        timestamp: message.timestamp,
-        metadata: message.metadata.clone(),
-        page_id: Some(page_id.clone()),
-        received_at: now_epoch_seconds(),
-    };
+    let persist = PersistMessage::of(&message);
     let process = Redrive {
         conversation_id: message.conversation_id.to_string(),
         page_id: Some(page_id),

@@ -63,18 +63,8 @@ async fn ten_thousand_messages_across_500_conversations_each_delivered_twice_are
     assert_eq!(env.count("SELECT COUNT(*) FROM conversations").await, 500);
     assert_eq!(env.count("SELECT COUNT(*) FROM conversations WHERE total_messages <> 20").await, 0);
     // The last message of c7 is m9507 (the highest index with i % 500 == 7).
-    let row = env
-        .app
-        .db
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT last_message_id, last_message_timestamp FROM conversations WHERE conversation_id = 'c7'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let row =
+        env.row("SELECT last_message_id, last_message_timestamp FROM conversations WHERE conversation_id = 'c7'").await;
     assert_eq!(row.get::<_, String>(0), "m9507");
     assert_eq!(row.get::<_, f64>(1), 10_507.0);
     assert_eq!(pending(&env).await, 0);
@@ -331,15 +321,7 @@ async fn a_failed_delivery_is_retried_by_the_consumer_and_its_retry_count_kept()
         }
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    let row = env
-        .app
-        .db
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT status, retry_count, pancake_message_id FROM message_actions", &[])
-        .await
-        .unwrap();
+    let row = env.row("SELECT status, retry_count, pancake_message_id FROM message_actions").await;
     assert_eq!(row.get::<_, String>(0), "sent");
     assert_eq!(row.get::<_, i32>(1), 2);
     assert_eq!(row.get::<_, String>(2), "pancake_ok");

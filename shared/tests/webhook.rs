@@ -137,15 +137,7 @@ async fn a_conversation_event_with_a_lower_version_is_ignored() {
     let (_, body) = post(&env, &unassigned).await;
     assert_eq!(body["status"], "unassigned_bot_resumed");
     drain(&env.consumer().await).await;
-    let row = env
-        .app
-        .db
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT pancake_version, bot_paused, cardinality(assigned_to) FROM conversations", &[])
-        .await
-        .unwrap();
+    let row = env.row("SELECT pancake_version, bot_paused, cardinality(assigned_to) FROM conversations").await;
     assert_eq!(row.get::<_, i64>(0), 307);
     assert!(!row.get::<_, bool>(1));
     assert_eq!(row.get::<_, i32>(2), 0);

@@ -137,6 +137,11 @@ impl TestEnv {
         (response.status(), serde_json::from_slice(response.body()).unwrap_or(Value::Null))
     }
 
+    /// The one row `sql` returns.
+    pub async fn row(&self, sql: &str) -> tokio_postgres::Row {
+        self.app.db.get().await.unwrap().query_one(sql, &[]).await.unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.app.db.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
     }
