@@ -22,16 +22,14 @@
 mod keys;
 
 use std::{
-    sync::{LazyLock, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::Serialize;
 
 use crate::error::AppError;
-
-static GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../redis/lua/cache_get.lua")));
 
 /// What is cached, with its TTL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,15 +122,19 @@ impl Cache {
     /// value with.
     pub async fn get(&self, kind: CacheKind, scope: &str, key: &str) -> Result<(Option<String>, Stamp), AppError> {
         let started = Instant::now();
-        let (kind_gen, scope_gen, value): (String, String, Option<String>) = GET
-            .key(self.keys.kind_gen(kind))
-            .key(self.keys.scope_gen(kind, scope))
-            .key(self.keys.entry(kind, scope, key))
-            .invoke_async(&mut self.conn.clone())
+        // One MGET: the three keys share the kind's hash tag (one slot).
+        let (kind_gen, scope_gen, entry): (Option<String>, Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(self.keys.kind_gen(kind))
+            .arg(self.keys.scope_gen(kind, scope))
+            .arg(self.keys.entry(kind, scope, key))
+            .query_async(&mut self.conn.clone())
             .await?;
+        let stamp = format!("{}:{}", kind_gen.as_deref().unwrap_or("0"), scope_gen.as_deref().unwrap_or("0"));
+        // An entry counts only under the generations it was stored with.
+        let value = entry.and_then(|e| e.split_once('|').filter(|(s, _)| *s == stamp).map(|(_, v)| v.to_owned()));
         self.count(kind, value.is_some(), started.elapsed());
         self.maybe_flush().await;
-        Ok((value, Stamp(format!("{kind_gen}:{scope_gen}"))))
+        Ok((value, Stamp(stamp)))
     }
 
     /// Stores `value` under the stamp its read returned (TTL of the kind).
