@@ -136,7 +136,10 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
         .get(0);
     tx.commit().await?;
     app.assistants.invalidate(id).await?;
-    let assistant = load(app, id).await?.ok_or(AppError::Internal)?;
+    // A DELETE racing this PUT can remove the row between commit and read.
+    let assistant = load(app, id)
+        .await?
+        .ok_or_else(|| AppError::Conflict("the assistant was deleted by a concurrent request".into()))?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(json_response(status, &json!({"success": true, "created": created, "assistant": assistant})))
 }
