@@ -1,5 +1,5 @@
 //! Cache key names: one hash tag per kind (`{cache:<kind>}`) so a cache
-//! script's keys share a cluster slot.
+//! read (one `MGET` of generations and entry) stays in one cluster slot.
 
 use super::CacheKind;
 

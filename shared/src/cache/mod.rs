@@ -16,7 +16,7 @@
 //! instance reads the same figures without an extra round trip per message.
 //!
 //! Keys: `{prefix}cache:{<kind>}:gen`, `…:gen:<scope>`, `…:v:<scope>:<key>`,
-//! `{prefix}cache:stats:<kind>`; one hash tag per kind keeps a script's keys
+//! `{prefix}cache:stats:<kind>`; one hash tag per kind keeps one read's keys
 //! in one cluster slot.
 
 mod keys;
