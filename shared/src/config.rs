@@ -96,6 +96,13 @@ pub struct Config {
     /// The `?token=` Pancake's webhook URL carries; unset refuses every webhook.
     pub pancake_webhook_secret: Option<Secret>,
     pub consumer: ConsumerConfig,
+    /// Consecutive Redis connection failures that open the circuit breaker.
+    pub redis_breaker_failures: u32,
+    /// How long an open breaker fails fast before probing Redis again.
+    pub redis_breaker_cooldown: Duration,
+    /// Degraded mode (Redis unreachable, breaker open): answer from Postgres
+    /// with an advisory lock. Off, an open breaker answers `503`.
+    pub degraded_mode: bool,
     /// `execute_api`'s allow-list (`INTEGRATIONS`, JSON); secrets redacted in `Debug`.
     pub integrations: std::collections::HashMap<String, crate::integrations::Integration>,
 }
@@ -175,6 +182,9 @@ impl Config {
             jobs_stream: env.get("JOBS_STREAM").unwrap_or_else(|| "jobs".into()),
             max_message_bytes: 64 * 1024,
             pancake_webhook_secret: env.get("PANCAKE_WEBHOOK_SECRET").map(Secret::new),
+            redis_breaker_failures: env.parse_or("REDIS_BREAKER_FAILURES", 3u32)?.max(1),
+            redis_breaker_cooldown: Duration::from_millis(env.parse_or("REDIS_BREAKER_COOLDOWN_MS", 5_000u64)?),
+            degraded_mode: env.parse_or("DEGRADED_MODE", true)?,
             integrations: crate::integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig {
                 group: env.get("CONSUMER_GROUP").unwrap_or_else(|| "persist".into()),

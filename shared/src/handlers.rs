@@ -25,7 +25,8 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
     require_bearer(request.headers(), &app.config.pancake_access_token)?;
     let message = IncomingMessage::parse(request.body(), app.config.max_message_bytes)?;
     let message_id = message.message_id.as_str();
-    let outcome = pipeline::handle(app, &message).await?;
+    let (outcome, backend) = pipeline::handle(app, &message).await?;
+    let backend = backend.as_str();
     tracing::info!(
         conversation_id = %message.conversation_id,
         message_id,
@@ -35,7 +36,7 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
     );
     let result = match outcome {
         Outcome::Completed(answered) => {
-            let mut result = answered_view(&answered);
+            let mut result = answered_view(&answered, backend);
             result["status"] = json!("completed");
             result["message_id"] = json!(message_id);
             result
@@ -44,40 +45,40 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
             "status": "restart_needed",
             "message_id": message_id,
             "newer_messages": newer_messages(&newer),
-            "current_result": answered_view(&current),
+            "current_result": answered_view(&current, backend),
             "covered_message_ids": current.covered_message_ids,
-            "storage_backend": "Redis",
+            "storage_backend": backend,
             "distributed_lock_used": true,
         }),
         Outcome::Locked => json!({
             "status": "locked",
             "reason": "processing_in_progress",
             "message_id": message_id,
-            "storage_backend": "Redis",
+            "storage_backend": backend,
         }),
         Outcome::LockLost => json!({
             "status": "locked",
             "reason": "lock_expired_result_discarded",
             "message_id": message_id,
-            "storage_backend": "Redis",
+            "storage_backend": backend,
         }),
         Outcome::Duplicate => json!({
             "status": "duplicate",
             "reason": "message_id_already_received",
             "message_id": message_id,
-            "storage_backend": "Redis",
+            "storage_backend": backend,
         }),
         Outcome::BotPaused => json!({
             "status": "bot_paused",
             "reason": "human_agent_handling_conversation",
             "message_id": message_id,
-            "storage_backend": "Redis",
+            "storage_backend": backend,
         }),
         Outcome::Stored => json!({
             "status": "stored",
             "reason": "not_a_customer_message",
             "message_id": message_id,
-            "storage_backend": "Redis",
+            "storage_backend": backend,
         }),
         Outcome::RateLimited { retry_after_secs } => {
             // Stored, not answered: the 429 tells the sender to slow down.
@@ -104,7 +105,7 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
     ))
 }
 
-fn answered_view(answered: &Answered) -> Value {
+fn answered_view(answered: &Answered, backend: &str) -> Value {
     json!({
         "ai_response": answered.ai_response,
         "extracted_actions": answered.actions.iter().map(|a| a.public_view()).collect::<Vec<_>>(),
@@ -114,7 +115,7 @@ fn answered_view(answered: &Answered) -> Value {
         "response_id": answered.response_id,
         "fence": answered.fence,
         "restarts": answered.restarts,
-        "storage_backend": "Redis",
+        "storage_backend": backend,
         "distributed_lock_used": true,
     })
 }

@@ -19,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
+
+use crate::redis::BreakerConnection;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -103,7 +105,7 @@ pub fn parse_config(json: Option<&Secret>) -> Result<HashMap<String, Integration
 pub struct Integrations {
     map: Arc<HashMap<String, Integration>>,
     client: reqwest::Client,
-    conn: ConnectionManager,
+    conn: BreakerConnection,
     cache: Arc<Cache>,
     prefix: String,
 }
@@ -118,7 +120,7 @@ impl Integrations {
     pub fn new(
         map: HashMap<String, Integration>,
         client: reqwest::Client,
-        conn: ConnectionManager,
+        conn: BreakerConnection,
         cache: Arc<Cache>,
         prefix: &str,
     ) -> Self {

@@ -14,7 +14,7 @@
 //! - [`telemetry`]: JSON tracing for CloudWatch.
 //! - [`app`]: the clients built once per cold start.
 //! - [`cache`]: the versioned Redis cache (assistants, schemas, threads, answers) and its metrics.
-//! - [`redis`]: keys, Lua scripts and the conversation store (admit, heartbeat,
+//! - [`redis`]: keys, Lua scripts, the circuit breaker and the conversation store (admit, heartbeat,
 //!   complete, cancel) plus the `jobs` stream.
 //! - [`postgres`]: the pool, migrations and assistant lookups.
 //! - [`ai`]: the AI provider trait and its embedded, HTTP and OpenAI providers.
@@ -28,6 +28,8 @@
 //! - [`consumer`]: the background consumer of the `jobs` stream (batched,
 //!   idempotent Postgres writes, retries, dead letters, re-drives).
 //! - [`pipeline`]: admit → process (AI, actions, complete, restarts) → deliver.
+//! - [`degraded`]: the message path from Postgres while Redis is unreachable
+//!   (advisory lock, direct writes), behind the circuit breaker.
 //! - [`handlers`]: the HTTP handlers (`enhanced-handle-message`).
 //! - [`webhook`]: Pancake's own webhook, acknowledged at once.
 //! - [`admin`]: operator APIs: health, stats, control, assistants, cache.
@@ -41,6 +43,7 @@ pub mod cache;
 pub mod config;
 pub mod consumer;
 pub mod customer_info;
+pub mod degraded;
 pub mod domain;
 pub mod error;
 pub mod handlers;

@@ -70,8 +70,45 @@ pub enum Outcome {
     LockLost,
 }
 
+/// Which store a message went through: seed 001's `storage_backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    /// Degraded mode: Redis unreachable, the breaker open.
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "Redis",
+            Self::Postgres => "Postgres",
+        }
+    }
+}
+
 /// Runs one validated message through the whole path.
-pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
+pub async fn handle(app: &App, message: &IncomingMessage) -> Result<(Outcome, Backend), AppError> {
+    if app.store.breaker().is_open() {
+        if !app.config.degraded_mode {
+            return Err(AppError::Unavailable { dependency: "redis" });
+        }
+        // Postgres failing too is the "both down" case: say so, and the
+        // 503 carries Retry-After; nothing was written (see `degraded`).
+        let outcome = crate::degraded::handle(app, message).await.map_err(|err| match err {
+            AppError::Unavailable { .. } => AppError::Unavailable { dependency: "storage (redis and postgres)" },
+            other => other,
+        })?;
+        app.store.remember_degraded(&message.conversation_id, &message.message_id);
+        return Ok((outcome, Backend::Postgres));
+    }
+    handle_in_redis(app, message).await.map(|outcome| (outcome, Backend::Redis))
+}
+
+async fn handle_in_redis(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
+    // Back from a degraded period: Redis learns what Postgres handled
+    // meanwhile before it admits anything else (a no-op otherwise).
+    app.store.restore_after_outage().await;
     let job = PersistMessage::of(message);
     let job = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
     // The assistant is resolved while admit runs (one round trip instead of
@@ -161,65 +198,15 @@ pub async fn process(
         let Some(outcome) = with_heartbeat(app, conversation, lease, answer(app, assistant, request)).await else {
             return Ok(Outcome::LockLost);
         };
-        let schema_owner;
-        let validating_with = if outcome.answer.actions.iter().flatten().any(|a| a["type"] == "collect_info") {
-            // The assistant's schema (cached 1 h) decides which fields may be collected.
-            let mut with_schema = assistant.clone();
-            if let Ok(fields) = app.assistants.schema(&assistant.id).await {
-                with_schema.collect_info_fields = fields;
-            }
-            schema_owner = with_schema;
-            &schema_owner
-        } else {
-            assistant
-        };
-        let (actions, rejected) = actions::extract(&outcome.answer, validating_with);
-        let response_id = Uuid::new_v4();
-        let covered_message_ids: Vec<String> = snapshot.owed.iter().map(|m| m.message_id.clone()).collect();
-        let ai_response = AiResponseView {
-            response_text: outcome.answer.response_text.clone(),
-            intent: outcome.answer.intent.clone(),
-            confidence: outcome.answer.confidence,
-            entities: outcome.answer.entities.clone(),
-            processing_time_ms: round_ms(outcome.processing_time_ms),
-            model_used: outcome.answer.model_used.clone(),
-            error: outcome.error.clone(),
-            cached: outcome.cached,
-        };
-        let pause_bot = actions.iter().any(|a| a.action_type == "transfer_to_agent");
-        let delivery_enabled = app.pancake.enabled();
-        let answer_job = PersistAnswer {
-            response_id,
-            conversation_id: conversation.to_string(),
-            fence: lease.fence,
-            page_id: page_id.map(String::from),
-            assistant_id: assistant.id.clone(),
-            covered_message_ids: covered_message_ids.clone(),
-            ai_response: ai_response.clone(),
-            actions: actions
-                .iter()
-                .map(|a| ActionJob {
-                    action: a.clone(),
-                    status: if delivery_enabled { "pending" } else { "not_sent" }.into(),
-                    last_error: (!delivery_enabled).then(|| PancakeError::Disabled.to_string()),
-                })
-                .collect(),
-            rejected_actions: rejected.clone(),
-            bot_paused: pause_bot,
-            created_at: now_epoch_seconds(),
-        };
+        let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, context_entry } =
+            draft(app, conversation, lease.fence, &snapshot, assistant, page_id, outcome).await;
         let redrive = Redrive {
             conversation_id: conversation.to_string(),
             page_id: page_id.map(String::from),
             assistant_id: Some(assistant.id.clone()),
             reason: "restart_budget_spent".into(),
         };
-        let context_entry = ContextEntry {
-            message_id: format!("bot:{response_id}"),
-            sender_type: "bot".into(),
-            content: outcome.answer.response_text.clone(),
-            timestamp: answer_timestamp(&snapshot),
-        };
+        let delivery_enabled = app.pancake.enabled();
         let echo_texts: Vec<String> =
             if delivery_enabled { actions.iter().filter_map(Action::customer_text).collect() } else { Vec::new() };
         let send_marks: Vec<Uuid> = if delivery_enabled {
@@ -231,7 +218,7 @@ pub async fn process(
             context_entry: &context_entry,
             job: &serde_json::to_string(&answer_job).map_err(|_| AppError::Internal)?,
             redrive_job: &serde_json::to_string(&redrive).map_err(|_| AppError::Internal)?,
-            pause_bot,
+            pause_bot: answer_job.bot_paused,
             echo_texts: &echo_texts,
             send_marks: &send_marks,
         };
@@ -266,10 +253,87 @@ pub async fn process(
     }
 }
 
+/// One answer, ready to record: the AI outcome turned into validated
+/// actions and the persistence job, for the lock holder of either path
+/// (Redis or the degraded Postgres one).
+pub(crate) struct Draft {
+    pub response_id: Uuid,
+    pub ai_response: AiResponseView,
+    pub actions: Vec<Action>,
+    pub rejected: Vec<RejectedAction>,
+    pub covered_message_ids: Vec<String>,
+    pub answer_job: PersistAnswer,
+    pub context_entry: ContextEntry,
+}
+
+pub(crate) async fn draft(
+    app: &App,
+    conversation: &ConversationId,
+    fence: i64,
+    snapshot: &Snapshot,
+    assistant: &Assistant,
+    page_id: Option<&str>,
+    outcome: ai::AiOutcome,
+) -> Draft {
+    let schema_owner;
+    let validating_with = if outcome.answer.actions.iter().flatten().any(|a| a["type"] == "collect_info") {
+        // The assistant's schema (cached 1 h) decides which fields may be collected.
+        let mut with_schema = assistant.clone();
+        if let Ok(fields) = app.assistants.schema(&assistant.id).await {
+            with_schema.collect_info_fields = fields;
+        }
+        schema_owner = with_schema;
+        &schema_owner
+    } else {
+        assistant
+    };
+    let (actions, rejected) = actions::extract(&outcome.answer, validating_with);
+    let response_id = Uuid::new_v4();
+    let covered_message_ids: Vec<String> = snapshot.owed.iter().map(|m| m.message_id.clone()).collect();
+    let ai_response = AiResponseView {
+        response_text: outcome.answer.response_text.clone(),
+        intent: outcome.answer.intent.clone(),
+        confidence: outcome.answer.confidence,
+        entities: outcome.answer.entities.clone(),
+        processing_time_ms: round_ms(outcome.processing_time_ms),
+        model_used: outcome.answer.model_used.clone(),
+        error: outcome.error.clone(),
+        cached: outcome.cached,
+    };
+    let delivery_enabled = app.pancake.enabled();
+    let answer_job = PersistAnswer {
+        response_id,
+        conversation_id: conversation.to_string(),
+        fence,
+        page_id: page_id.map(String::from),
+        assistant_id: assistant.id.clone(),
+        covered_message_ids: covered_message_ids.clone(),
+        ai_response: ai_response.clone(),
+        actions: actions
+            .iter()
+            .map(|a| ActionJob {
+                action: a.clone(),
+                status: if delivery_enabled { "pending" } else { "not_sent" }.into(),
+                last_error: (!delivery_enabled).then(|| PancakeError::Disabled.to_string()),
+            })
+            .collect(),
+        rejected_actions: rejected.clone(),
+        bot_paused: actions.iter().any(|a| a.action_type == "transfer_to_agent"),
+        created_at: now_epoch_seconds(),
+    };
+    let context_entry = ContextEntry {
+        message_id: format!("bot:{response_id}"),
+        sender_type: "bot".into(),
+        content: outcome.answer.response_text.clone(),
+        timestamp: answer_timestamp(snapshot),
+    };
+    Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, context_entry }
+}
+
 /// Asks the AI, answer cache first (24 h, keyed by assistant, config version
 /// and a digest of the recent context; per-assistant switch). Fallback
 /// answers are never cached.
-async fn answer(app: &App, assistant: &Assistant, request: AiRequest<'_>) -> ai::AiOutcome {
+pub(crate) async fn answer(app: &App, assistant: &Assistant, request: AiRequest<'_>) -> ai::AiOutcome {
     let key = assistant.answer_cache_enabled.then(|| answer_key(assistant, request.context));
     let mut stamp = None;
     if let Some(key) = &key {
@@ -335,29 +399,15 @@ async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut
     }
     let history = async {
         let client = app.db.get().await?;
-        let rows = client
-            .query(
-                "SELECT message_id, sender_type, content, timestamp FROM messages WHERE conversation_id = $1
-                 UNION ALL
-                 SELECT 'bot:' || id::text, 'bot', response_text, extract(epoch FROM created_at)::float8
-                   FROM ai_responses WHERE conversation_id = $1
-                 ORDER BY 4 DESC LIMIT $2",
-                &[&conversation.as_str(), &(app.config.context_max_messages as i64)],
-            )
-            .await?;
-        Ok::<_, AppError>(
-            rows.into_iter()
-                .map(|r| ContextEntry {
-                    message_id: r.get(0),
-                    sender_type: r.get(1),
-                    content: r.get(2),
-                    timestamp: r.get(3),
-                })
-                .filter(|e| !snapshot.context.iter().any(|c| c.message_id == e.message_id))
-                .collect::<Vec<_>>(),
-        )
+        load_history(&**client, conversation, app.config.context_max_messages).await
     }
-    .await;
+    .await
+    .map(|entries| {
+        entries
+            .into_iter()
+            .filter(|e| !snapshot.context.iter().any(|c| c.message_id == e.message_id))
+            .collect::<Vec<_>>()
+    });
     match history {
         Ok(entries) if !entries.is_empty() => {
             let _ = app.store.add_context(conversation, &entries).await;
@@ -368,6 +418,29 @@ async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut
         Err(err) => tracing::warn!(conversation_id = %conversation, error = %err, "thread history not rebuilt"),
     }
     app.cache.record(CacheKind::Thread, false, started.elapsed());
+}
+
+/// The conversation's latest messages and answers from Postgres (newest
+/// `context_max_messages`), in no particular order.
+pub(crate) async fn load_history(
+    db: &impl tokio_postgres::GenericClient,
+    conversation: &ConversationId,
+    limit: usize,
+) -> Result<Vec<ContextEntry>, AppError> {
+    let rows = db
+        .query(
+            "SELECT message_id, sender_type, content, timestamp FROM messages WHERE conversation_id = $1
+             UNION ALL
+             SELECT 'bot:' || id::text, 'bot', response_text, extract(epoch FROM created_at)::float8
+               FROM ai_responses WHERE conversation_id = $1
+             ORDER BY 4 DESC LIMIT $2",
+            &[&conversation.as_str(), &(limit as i64)],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ContextEntry { message_id: r.get(0), sender_type: r.get(1), content: r.get(2), timestamp: r.get(3) })
+        .collect())
 }
 
 /// The answer sorts after everything it answered, even when the sender's
@@ -423,14 +496,8 @@ async fn deliver(
     actions: &[Action],
 ) -> Value {
     let started = Instant::now();
-    let mut results = Vec::with_capacity(actions.len());
-    for action in actions {
-        results.push(execute(app, conversation, page_id, action, 0).await);
-    }
-    let executed = results.iter().filter(|r| r.status == "sent" || r.status == "done").count();
-    let failed = results.iter().filter(|r| r.status == "failed").count();
-    let worth_recording = app.pancake.enabled() || results.iter().any(|r| r.status != "not_sent" && r.status != "done");
-    if worth_recording {
+    let results = execute_all(app, conversation, page_id, actions).await;
+    if worth_recording(app, &results) {
         let job =
             ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
         let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
@@ -466,6 +533,33 @@ async fn deliver(
             tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
         }
     }
+    pancake_result(app, &results, started)
+}
+
+/// Executes the actions in order (the first attempt).
+pub(crate) async fn execute_all(
+    app: &App,
+    conversation: &ConversationId,
+    page_id: Option<&str>,
+    actions: &[Action],
+) -> Vec<ActionResult> {
+    let mut results = Vec::with_capacity(actions.len());
+    for action in actions {
+        results.push(execute(app, conversation, page_id, action, 0).await);
+    }
+    results
+}
+
+/// Whether results are worth a row update: with delivery off and nothing
+/// but recorded-only actions, the answer job already holds the final state.
+pub(crate) fn worth_recording(app: &App, results: &[ActionResult]) -> bool {
+    app.pancake.enabled() || results.iter().any(|r| r.status != "not_sent" && r.status != "done")
+}
+
+/// Seed 001's `pancake_result` for executed actions.
+pub(crate) fn pancake_result(app: &App, results: &[ActionResult], started: Instant) -> Value {
+    let executed = results.iter().filter(|r| r.status == "sent" || r.status == "done").count();
+    let failed = results.iter().filter(|r| r.status == "failed").count();
     if !app.pancake.enabled() {
         return json!({
             "status": "disabled",

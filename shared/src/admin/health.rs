@@ -3,7 +3,9 @@
 //!
 //! `healthy` (200) when everything answers; `degraded` (200) when Redis, the
 //! AI or Postgres alone is unreachable (answers or persistence continue in a
-//! reduced form); `unhealthy` (503) when Redis and Postgres both are.
+//! reduced form: with Redis away and the circuit breaker open, messages are
+//! answered from Postgres and `storage_backend` says so); `unhealthy` (503)
+//! when Redis and Postgres both are.
 
 use std::time::Instant;
 
@@ -78,6 +80,9 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
         memory = memory_status(&mut conn).await;
     }
 
+    let breaker = app.store.breaker();
+    // Open: messages are answered from Postgres (degraded mode) until it closes.
+    let degraded_path = breaker.state() != crate::redis::BreakerState::Closed && app.config.degraded_mode;
     let status = match (redis_up, pg_up, ai_up) {
         (false, false, _) => "unhealthy",
         (true, true, true) => "healthy",
@@ -92,7 +97,8 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
             "stuck_conversations": stuck.len(),
         },
         "redis_status": if redis_up { "connected" } else { "disconnected" },
-        "storage_backend": "Redis",
+        "storage_backend": if degraded_path { "Postgres (degraded mode)" } else { "Redis" },
+        "circuit_breaker": {"state": breaker.state().as_str(), "trips": breaker.trips()},
         "stuck_conversations": stuck,
         "supported_action_types": SUPPORTED_ACTION_TYPES,
         "checks": {
@@ -107,14 +113,14 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
 }
 
 /// Pending entries of the consumer group (0 when the group does not exist yet).
-pub(crate) async fn pending_count(conn: &mut redis::aio::ConnectionManager, stream: &str, group: &str) -> u64 {
+pub(crate) async fn pending_count(conn: &mut crate::redis::BreakerConnection, stream: &str, group: &str) -> u64 {
     let reply: Result<redis::streams::StreamPendingReply, _> =
         redis::AsyncCommands::xpending(conn, stream, group).await;
     reply.map(|r| r.count() as u64).unwrap_or(0)
 }
 
 /// Used memory against `maxmemory`; a warning above 80 % (DESIGN §7).
-async fn memory_status(conn: &mut redis::aio::ConnectionManager) -> Value {
+async fn memory_status(conn: &mut crate::redis::BreakerConnection) -> Value {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap_or_default();
     let field =
         |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned());

@@ -26,7 +26,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
+
+use crate::redis::BreakerConnection;
 use serde::Serialize;
 
 use crate::error::AppError;
@@ -100,7 +102,7 @@ pub struct KindMetrics {
 }
 
 pub struct Cache {
-    conn: ConnectionManager,
+    conn: BreakerConnection,
     keys: keys::CacheKeys,
     pending: Mutex<Pending>,
 }
@@ -114,7 +116,7 @@ impl std::fmt::Debug for Cache {
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Cache {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: BreakerConnection, prefix: &str) -> Self {
         Self { conn, keys: keys::CacheKeys::new(prefix), pending: Mutex::new(Pending::default()) }
     }
 

@@ -57,12 +57,18 @@ impl Batch {
 /// Writes the batch in one transaction.
 pub async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    write_messages_unnest(&tx, &batch.messages).await?;
-    write_customers(&tx, &batch.messages).await?;
-    write_answers(&tx, &batch.answers).await?;
-    write_results(&tx, &batch.results).await?;
-    write_updates(&tx, &batch.updates).await?;
+    write_in(&tx, batch).await?;
     tx.commit().await
+}
+
+/// Writes the batch inside the caller's transaction (the degraded path
+/// records an answer in the transaction that holds its advisory lock).
+pub async fn write_in(tx: &impl GenericClient, batch: &Batch) -> Result<(), tokio_postgres::Error> {
+    write_messages_unnest(tx, &batch.messages).await?;
+    write_customers(tx, &batch.messages).await?;
+    write_answers(tx, &batch.answers).await?;
+    write_results(tx, &batch.results).await?;
+    write_updates(tx, &batch.updates).await
 }
 
 /// The tail both message writers share: from the inserted rows to the

@@ -3,15 +3,17 @@
 //!
 //! One reconnecting multiplexed connection ([`redis::aio::ConnectionManager`])
 //! per cold start, created lazily so a function starts even while Redis is
-//! away. Scripts are hashed once; `EVALSHA` falls back to loading the script
+//! away, behind the circuit breaker ([`breaker`]). Scripts are hashed once; `EVALSHA` falls back to loading the script
 //! on `NOSCRIPT` (after a Redis restart or failover).
 
+pub mod breaker;
 mod keys;
 mod scripts;
 mod store;
 
 pub(crate) use store::now_ms;
 
+pub use breaker::{Breaker, BreakerConnection, BreakerState};
 pub use keys::{ConversationKeys, KeySpace};
 pub use store::{
     Admission, AdmitMode, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage,

@@ -10,16 +10,19 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::{AsyncCommands, Value, aio::ConnectionManager};
+use std::sync::Arc;
+
+use redis::{AsyncCommands, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    breaker::{Breaker, BreakerConnection},
     keys::{ConversationKeys, KeySpace},
     scripts,
 };
 use crate::{
     config::Config,
-    domain::{ConversationId, IncomingMessage, SenderType},
+    domain::{ConversationId, IncomingMessage, MessageId, SenderType},
     error::AppError,
 };
 
@@ -145,7 +148,10 @@ const SENT_TTL_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct ConversationStore {
-    conn: ConnectionManager,
+    conn: BreakerConnection,
+    /// Messages handled by the degraded path since Redis was last reachable
+    /// (see [`ConversationStore::restore_after_outage`]).
+    degraded: Arc<std::sync::Mutex<Vec<(ConversationId, MessageId)>>>,
     keys: KeySpace,
     lock_ttl: Duration,
     context_ttl: Duration,
@@ -173,9 +179,11 @@ impl ConversationStore {
             .set_response_timeout(Some(Duration::from_secs(3)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_lazy(manager_config)?;
+        let breaker = Arc::new(Breaker::new(config.redis_breaker_failures, config.redis_breaker_cooldown));
+        let conn = BreakerConnection::new(client.get_connection_manager_lazy(manager_config)?, breaker);
         Ok(Self {
             conn,
+            degraded: Arc::default(),
             keys: KeySpace::new(&config.redis_key_prefix, &config.jobs_stream),
             lock_ttl: config.lock_ttl,
             context_ttl: config.context_ttl,
@@ -193,8 +201,63 @@ impl ConversationStore {
     }
 
     /// A clone of the shared connection, for callers with their own commands.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> BreakerConnection {
         self.conn.clone()
+    }
+
+    /// The circuit breaker every command of this process goes through.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        self.conn.breaker()
+    }
+
+    /// Notes a message the degraded path handled, for the lazy rebuild.
+    pub fn remember_degraded(&self, conversation: &ConversationId, message: &MessageId) {
+        let mut list = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() < DEGRADED_MEMORY {
+            list.push((conversation.clone(), message.clone()));
+        }
+    }
+
+    /// The lazy rebuild after a degraded period, once Redis answers again:
+    /// the messages Postgres handled get their dedupe marks (a retry of one
+    /// is a `duplicate`, not a second answer) and their conversations lose
+    /// their Redis context while keeping the `known` mark, so the next
+    /// message rebuilds the thread from Postgres, degraded turns included.
+    /// One pipelined round trip, once; on failure the list is kept for the
+    /// next request.
+    pub async fn restore_after_outage(&self) {
+        let pending = std::mem::take(&mut *self.degraded.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let mut conversations: Vec<&ConversationId> = Vec::new();
+        for (conversation, message) in &pending {
+            let keys = self.keys.conversation(conversation);
+            pipe.cmd("SET")
+                .arg(keys.seen(message))
+                .arg("1")
+                .arg("NX")
+                .arg("EX")
+                .arg(self.dedupe_ttl.as_secs().max(1))
+                .ignore();
+            if !conversations.contains(&conversation) {
+                conversations.push(conversation);
+                pipe.del(keys.context()).ignore();
+                pipe.cmd("SET").arg(keys.known()).arg("1").arg("EX").arg(KNOWN_TTL_SECS).ignore();
+            }
+        }
+        match pipe.query_async::<()>(&mut self.conn.clone()).await {
+            Ok(()) => tracing::info!(
+                messages = pending.len(),
+                conversations = conversations.len(),
+                "redis state restored after a degraded period"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "redis state not restored yet; retrying with the next message");
+                self.degraded.lock().unwrap_or_else(|e| e.into_inner()).extend(pending);
+            }
+        }
     }
 
     /// Admits one validated message; `persist_job` is written to the stream
@@ -632,6 +695,10 @@ impl ConversationStore {
     }
 }
 
+/// Messages remembered for the lazy rebuild (a degraded period longer than
+/// this many messages per process rebuilds the rest's threads only when
+/// their Redis context expires).
+const DEGRADED_MEMORY: usize = 100_000;
 /// How long a conversation counts as known after its last message.
 const KNOWN_TTL_SECS: u64 = 30 * 24 * 3600;
 

@@ -133,10 +133,11 @@ if not redis.call('SET', KEYS[5], ARGV[6], 'NX', 'PX', ARGV[7]) then
   save_state()
   return {'locked'}
 end
--- Fencing numbers must only grow, also after the state hash expired: a fresh
--- counter starts from the clock (microseconds), far above any earlier value.
-local fence = tonumber(st[7])
-if fence then fence = fence + 1 else fence = now_ms * 1000 end
+-- Fencing numbers must only grow, also after the state hash expired and
+-- across a degraded period in which Postgres handed them out: the clock in
+-- microseconds, or one past the last number if that is higher (a hybrid
+-- logical clock; Postgres' fallback takes max(its last + 1, clock) too).
+local fence = math.max((tonumber(st[7]) or 0) + 1, now_ms * 1000)
 for _, v in ipairs({'fence', fence, 'processing', '1', 'lock_since_ms', now_ms}) do table.insert(fields, v) end
 save_state()
 -- %.0f: tostring() would print a large fence in exponent notation.

@@ -21,8 +21,8 @@ end
 if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {'locked'}
 end
-local fence = tonumber(st[2])
-if fence then fence = fence + 1 else fence = tonumber(ARGV[3]) * 1000 end
+-- As in admit: max(last + 1, clock in microseconds).
+local fence = math.max((tonumber(st[2]) or 0) + 1, tonumber(ARGV[3]) * 1000)
 redis.call('HSET', KEYS[1], 'fence', fence, 'processing', '1', 'lock_since_ms', ARGV[3])
 return {'acquired', string.format('%.0f', fence), redis.call('ZRANGE', KEYS[2], 0, -1),
   redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'), st[3] or '', st[4] or ''}

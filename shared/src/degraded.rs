@@ -1,0 +1,248 @@
+//! Degraded mode: the message path while Redis is unreachable (DESIGN §7).
+//!
+//! Entered only when the circuit breaker is open ([`crate::redis::breaker`]),
+//! never because one call failed, so no message is both admitted in Redis
+//! and answered here. The response has the same shape and statuses as on the
+//! Redis path; what changes underneath:
+//!
+//! - **dedupe** is the `messages` unique key: a message already stored is a
+//!   `duplicate`, unless it was stored here and no answer covers it yet (a
+//!   retry after a failure half-way), which is answered now;
+//! - **storage** is a direct write (the same batch writer as the consumer),
+//!   marked `admitted_via = 'postgres'`, committed before anything else;
+//! - **the lock** is `pg_try_advisory_xact_lock` on a 64-bit hash of the
+//!   conversation id, held by a transaction for the whole AI call. The
+//!   answer is written in that same transaction, so recording it and
+//!   releasing the lock are one commit, and a holder that dies (connection
+//!   gone) releases it;
+//! - **the fencing number** is `max(last fence + 1, clock in µs)`, the same
+//!   rule the Redis scripts use, so numbers keep growing across the switch
+//!   in both directions;
+//! - **context** is the Postgres history; the answer cache is skipped (it
+//!   lives in Redis).
+//!
+//! Coverage, judged by "can a message be left unanswered or answered twice":
+//! a message that finds the lock taken is stored first and then tries the
+//! lock; the holder looks for uncovered messages before recording (and
+//! restarts with the fuller context, as on the Redis path) and again after
+//! its commit. A message stored after the holder's last look tries the lock
+//! after the holder released it and answers itself. Only messages admitted
+//! here are ever answered here.
+//!
+//! Not carried over: the per-page rate window (the per-conversation one is
+//! a count over `messages`), pauses set in Redis before the outage (the
+//! Postgres `bot_paused` flag, within the pause TTL of its last change, is
+//! honoured), and Redis' delivery marks (a delivery that dies mid-send is
+//! retried by the consumer's sweep, as on the Redis path). Webhooks still
+//! need Redis (echo recognition) and answer `503` meanwhile.
+
+use std::time::Instant;
+
+use tokio_postgres::GenericClient;
+
+use crate::{
+    App,
+    ai::AiRequest,
+    consumer::writer::{self, Batch, MessageRow},
+    domain::{ConversationId, IncomingMessage, SenderType},
+    error::AppError,
+    jobs::{ActionResults, PersistMessage},
+    pipeline::{self, Answered, Draft, Outcome},
+    redis::{OwedMessage, Snapshot},
+};
+
+/// Messages older than this are never answered by a degraded holder: a
+/// retry that old is a duplicate in all but name.
+const OWED_HORIZON_SECS: f64 = 3_600.0;
+
+/// Customer messages stored here that no answer covers yet, oldest first.
+const UNCOVERED: &str = "
+    SELECT m.message_id, m.timestamp FROM messages m
+     WHERE m.conversation_id = $1 AND m.admitted_via = 'postgres' AND m.admit_outcome = 'admitted'
+       AND m.created_at > now() - make_interval(secs => $2)
+       AND NOT EXISTS (SELECT 1 FROM ai_responses r
+                        WHERE r.conversation_id = m.conversation_id AND m.message_id = ANY(r.covered_message_ids))
+     ORDER BY m.created_at, m.timestamp, m.message_id";
+
+/// Runs one validated message through the degraded path.
+pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
+    let mut client = app.db.get().await?;
+    let conversation = &message.conversation_id;
+    match admit(app, &mut client, message).await? {
+        Some(outcome) => Ok(outcome),
+        None => {
+            let (assistant_id, page) = (message.assistant_id(), message.page_id());
+            let assistant = app.assistants.resolve(assistant_id.as_deref(), page.as_deref()).await?;
+            let page_id = page.or_else(|| assistant.page_ids.first().cloned());
+            answer_owed(app, &mut client, conversation, &assistant, page_id.as_deref()).await
+        }
+    }
+}
+
+/// Dedupe, pause, rate limit and storage. `None`: stored (or found stored
+/// and uncovered) and owed an answer.
+async fn admit(
+    app: &App,
+    client: &mut deadpool_postgres::Client,
+    message: &IncomingMessage,
+) -> Result<Option<Outcome>, AppError> {
+    let (conversation, message_id) = (message.conversation_id.as_str(), message.message_id.as_str());
+    let existing = client
+        .query_opt(
+            "SELECT m.admitted_via, m.admit_outcome,
+                    EXISTS (SELECT 1 FROM ai_responses r WHERE r.conversation_id = m.conversation_id
+                                                           AND m.message_id = ANY(r.covered_message_ids))
+               FROM messages m WHERE m.conversation_id = $1 AND m.message_id = $2",
+            &[&conversation, &message_id],
+        )
+        .await?;
+    if let Some(row) = existing {
+        let (via, outcome, covered): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+        let owed_here = via == "postgres" && outcome == "admitted" && !covered;
+        return Ok((!owed_here).then_some(Outcome::Duplicate));
+    }
+    let (outcome, result) = match message.sender_type {
+        SenderType::Agent => ("bot_paused", Some(Outcome::BotPaused)),
+        s if !s.is_customer() => ("stored", Some(Outcome::Stored)),
+        _ => classify_customer(app, client, conversation).await?,
+    };
+    let tx = client.transaction().await?;
+    tx.execute("SELECT set_config('switchboard.admitted_via', 'postgres', true)", &[]).await?;
+    let row = MessageRow { job: PersistMessage::of(message), outcome: outcome.into() };
+    writer::write_in(&*tx, &Batch { messages: vec![row], ..Batch::default() }).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// A customer message: paused (a human has the conversation), over the
+/// conversation's rate limit, or admitted.
+async fn classify_customer(
+    app: &App,
+    client: &deadpool_postgres::Client,
+    conversation: &str,
+) -> Result<(&'static str, Option<Outcome>), AppError> {
+    let config = &app.config;
+    let row = client
+        .query_one(
+            "SELECT COALESCE((SELECT bot_paused AND updated_at > now() - make_interval(secs => $2)
+                                FROM conversations WHERE conversation_id = $1), false),
+                    (SELECT count(*) FROM messages
+                      WHERE conversation_id = $1 AND sender_type IN ('user', 'customer')
+                        AND admit_outcome = 'admitted' AND created_at > now() - make_interval(secs => $3))",
+            &[&conversation, &(config.bot_pause_ttl.as_secs_f64()), &(config.rate_limit_window.as_secs_f64())],
+        )
+        .await?;
+    let (paused, recent): (bool, i64) = (row.get(0), row.get(1));
+    if paused {
+        return Ok(("bot_paused", Some(Outcome::BotPaused)));
+    }
+    let max = config.rate_limit_conversation_max;
+    if max > 0 && recent >= i64::from(max) {
+        let retry_after_secs = config.rate_limit_window.as_secs().max(1);
+        return Ok(("rate_limited", Some(Outcome::RateLimited { retry_after_secs })));
+    }
+    Ok(("admitted", None))
+}
+
+/// Takes the conversation's advisory lock and answers what is owed, again
+/// after each commit while something new is owed (bounded). `Locked` when
+/// another holder has it (it covers our message) or already covered it.
+async fn answer_owed(
+    app: &App,
+    client: &mut deadpool_postgres::Client,
+    conversation: &ConversationId,
+    assistant: &crate::domain::Assistant,
+    page_id: Option<&str>,
+) -> Result<Outcome, AppError> {
+    let config = &app.config;
+    let mut first: Option<Answered> = None;
+    let started = Instant::now();
+    // Each round answers everything owed so far; another round follows while
+    // messages arrived during the last one (they found the lock taken and
+    // count on us). Bounded by the lock TTL, after which whatever is still
+    // owed is answered with the conversation's next message.
+    while first.is_none() || started.elapsed() < config.lock_ttl {
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", &[&conversation.as_str()])
+            .await?
+            .get(0);
+        if !locked {
+            break;
+        }
+        let mut owed = uncovered(&*tx, conversation).await?;
+        if owed.is_empty() {
+            break;
+        }
+        let fence: i64 = tx
+            .query_one(
+                "SELECT GREATEST(COALESCE((SELECT fence FROM conversations WHERE conversation_id = $1), 0) + 1,
+                                 (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)",
+                &[&conversation.as_str()],
+            )
+            .await?
+            .get(0);
+        let mut restarts = 0;
+        let draft = loop {
+            let mut context = pipeline::load_history(&*tx, conversation, config.context_max_messages).await?;
+            context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+            let snapshot = Snapshot { context, owed: owed.clone(), returning: true };
+            let request = AiRequest {
+                assistant,
+                conversation_id: conversation.as_str(),
+                context: &snapshot.context,
+                pending: &owed,
+            };
+            let outcome = pipeline::answer(app, assistant, request).await;
+            let draft = pipeline::draft(app, conversation, fence, &snapshot, assistant, page_id, outcome).await;
+            let latest = uncovered(&*tx, conversation).await?;
+            if latest.len() > owed.len() && restarts < config.max_restarts {
+                tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
+                owed = latest;
+                restarts += 1;
+                continue;
+            }
+            break draft;
+        };
+        let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, .. } = draft;
+        writer::write_in(&*tx, &Batch { answers: vec![answer_job], ..Batch::default() }).await?;
+        tx.commit().await?;
+
+        let started = Instant::now();
+        let results = pipeline::execute_all(app, conversation, page_id, &actions).await;
+        if pipeline::worth_recording(app, &results) {
+            let job = ActionResults {
+                response_id,
+                conversation_id: conversation.to_string(),
+                fence,
+                results: results.clone(),
+            };
+            // On failure the actions stay `pending` and the consumer's sweep
+            // settles them, as on the Redis path.
+            if let Err(err) = writer::write(client, &Batch { results: vec![job], ..Batch::default() }).await {
+                tracing::error!(conversation_id = %conversation, %response_id, error = %err, "action results not recorded");
+            }
+        }
+        let answered = Answered {
+            response_id,
+            fence,
+            ai_response,
+            actions,
+            rejected,
+            pancake_result: pipeline::pancake_result(app, &results, started),
+            covered_message_ids,
+            restarts,
+        };
+        first.get_or_insert(answered);
+    }
+    Ok(first.map_or(Outcome::Locked, Outcome::Completed))
+}
+
+async fn uncovered(db: &impl GenericClient, conversation: &ConversationId) -> Result<Vec<OwedMessage>, AppError> {
+    let rows = db.query(UNCOVERED, &[&conversation.as_str(), &OWED_HORIZON_SECS]).await?;
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| OwedMessage { message_id: r.get(0), timestamp: r.get(1), seq: i as i64 + 1 })
+        .collect())
+}

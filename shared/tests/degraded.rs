@@ -1,0 +1,230 @@
+//! Degraded mode: Redis unreachable, the circuit breaker open, messages
+//! answered from Postgres; both stores down; Redis coming back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use common::{TestEnv, message};
+use http::{HeaderMap, Method, Request, StatusCode};
+use redis::AsyncCommands;
+use serde_json::Value;
+use switchboard::App;
+
+const ADMIN: &str = "test-admin-token";
+const NO_REDIS: &str = "redis://127.0.0.1:1/0";
+
+async fn call(
+    app: &App,
+    method: Method,
+    uri: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let request = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let response = switchboard::http::route(app, request.body(body).unwrap()).await;
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, serde_json::from_slice(response.body()).unwrap_or(Value::Null))
+}
+
+async fn post(app: &App, body: &Value) -> (StatusCode, HeaderMap, Value) {
+    call(app, Method::POST, "/api/v1/enhanced-handle-message", common::TOKEN, Some(body)).await
+}
+
+/// Posts until the breaker has opened (each refused call counts one failure).
+async fn trip(app: &App, body: &Value) -> (StatusCode, Value) {
+    for _ in 0..10 {
+        let (status, _, value) = post(app, body).await;
+        if status != StatusCode::SERVICE_UNAVAILABLE || value["error"]["message"] != "redis is unavailable" {
+            return (status, value);
+        }
+    }
+    panic!("the breaker never opened");
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_messages_are_answered_from_postgres_once_the_breaker_opens() {
+    let env =
+        TestEnv::with(&[("REDIS_URL", NO_REDIS), ("REDIS_BREAKER_FAILURES", "2"), ("ADMIN_ACCESS_TOKEN", ADMIN)], None)
+            .await;
+    let first = message("deg", "m1", "xin chào shop", 1.0);
+    // The first failures are refused with 503 (a failed call may have run in
+    // Redis); from the second on the breaker is open.
+    let (status, _, body) = post(&env.app, &first).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, body) = trip(&env.app, &first).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["status"], "completed", "{body}");
+    assert_eq!(body["result"]["storage_backend"], "Postgres");
+    assert!(!body["result"]["ai_response"]["response_text"].as_str().unwrap().is_empty());
+
+    let row = env.row("SELECT admitted_via, admit_outcome FROM messages WHERE message_id = 'm1'").await;
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("postgres".into(), "admitted".into()));
+    assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'm1' = ANY(covered_message_ids)").await, 1);
+    assert!(env.count("SELECT fence FROM conversations WHERE conversation_id = 'deg'").await > 0);
+
+    // A retry is a duplicate and changes nothing.
+    let before = env.pg_counts().await;
+    let (status, _, body) = post(&env.app, &first).await;
+    assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "duplicate".into()), "{body}");
+    assert_eq!(env.pg_counts().await, before);
+
+    // A human reply pauses the bot here too.
+    let mut agent = message("deg", "a1", "Dạ em là nhân viên shop", 2.0);
+    agent["sender_type"] = "agent".into();
+    let (_, _, body) = post(&env.app, &agent).await;
+    assert_eq!(body["result"]["status"], "bot_paused", "{body}");
+    let (_, _, body) = post(&env.app, &message("deg", "m2", "còn hàng không?", 3.0)).await;
+    assert_eq!(body["result"]["status"], "bot_paused", "{body}");
+
+    let (status, _, health) = call(&env.app, Method::GET, "/api/v1/admin/health", ADMIN, None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["storage_backend"], "Postgres (degraded mode)");
+    assert_eq!(health["circuit_breaker"]["state"], "open");
+}
+
+#[tokio::test]
+async fn a_message_stored_in_degraded_mode_but_never_answered_is_answered_on_retry() {
+    let env = TestEnv::with(&[("REDIS_URL", NO_REDIS), ("REDIS_BREAKER_FAILURES", "1")], None).await;
+    trip(&env.app, &message("warmup", "w1", "hello", 1.0)).await;
+    // As if the first attempt stored the message and then lost Postgres.
+    env.app
+        .db
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp, admitted_via)
+             VALUES ('half', 'h1', 'user_1', 'user', 'giá bao nhiêu?', 1, 'postgres')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, _, body) = post(&env.app, &message("half", "h1", "giá bao nhiêu?", 1.0)).await;
+    assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
+    assert_eq!(env.count("SELECT COUNT(*) FROM messages WHERE message_id = 'h1'").await, 1);
+    assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'h1' = ANY(covered_message_ids)").await, 1);
+}
+
+#[tokio::test]
+async fn a_message_admitted_through_redis_is_never_answered_again_from_postgres() {
+    let env = TestEnv::with(&[("REDIS_URL", NO_REDIS), ("REDIS_BREAKER_FAILURES", "1")], None).await;
+    trip(&env.app, &message("warmup", "w1", "hello", 1.0)).await;
+    // Stored by the consumer before the outage; its answer belongs to Redis' path.
+    env.app
+        .db
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp)
+             VALUES ('before', 'b1', 'user_1', 'user', 'xin chào', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, _, body) = post(&env.app, &message("before", "b1", "xin chào", 1.0)).await;
+    assert_eq!(body["result"]["status"], "duplicate", "{body}");
+    assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE conversation_id = 'before'").await, 0);
+}
+
+#[tokio::test]
+async fn with_redis_and_postgres_both_down_the_request_gets_503_and_nothing_is_written() {
+    let env = TestEnv::new().await;
+    let down = env.app_with(&[
+        ("REDIS_URL", NO_REDIS),
+        ("REDIS_BREAKER_FAILURES", "1"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/test"),
+    ]);
+    let before = env.pg_counts().await;
+    let body = message("both", "m1", "xin chào", 1.0);
+    let _ = post(&down, &body).await; // opens the breaker
+    let (status, headers, value) = post(&down, &body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{value}");
+    assert_eq!(headers.get("retry-after").unwrap(), "5");
+    assert_eq!(value["error"]["message"], "storage (redis and postgres) is unavailable");
+    assert_eq!(env.pg_counts().await, before);
+}
+
+/// A throwaway `redis-server` on a spare loopback port, killed when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    async fn start(port: u16) -> Self {
+        let server = Self {
+            child: Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on {port}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn when_redis_returns_the_breaker_closes_and_redis_learns_what_postgres_handled() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis_server = RedisServer::start(port).await;
+    let url = format!("redis://127.0.0.1:{}/0", redis_server.port);
+    let env = TestEnv::with(
+        &[("REDIS_URL", &url), ("REDIS_BREAKER_FAILURES", "1"), ("REDIS_BREAKER_COOLDOWN_MS", "300")],
+        None,
+    )
+    .await;
+    let (_, _, body) = post(&env.app, &message("back", "m1", "xin chào", 1.0)).await;
+    assert_eq!(body["result"]["status"], "completed", "{body}");
+    let redis_fence = body["result"]["fence"].as_i64();
+
+    drop(redis_server);
+    let (status, body) = trip(&env.app, &message("back", "m2", "shop ở đâu?", 2.0)).await;
+    assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
+    let degraded_fence: i64 =
+        env.row("SELECT fence FROM ai_responses WHERE 'm2' = ANY(covered_message_ids)").await.get(0);
+
+    // Redis is back (empty, as after a failover to a fresh node).
+    let redis_server = RedisServer::start(port).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // the cooldown
+    let (_, _, body) = post(&env.app, &message("back", "m2", "shop ở đâu?", 2.0)).await;
+    assert_eq!(body["result"]["status"], "duplicate", "a retry of a degraded message is not answered twice: {body}");
+    let (_, _, body) = post(&env.app, &message("back", "m3", "cảm ơn", 3.0)).await;
+    assert_eq!(body["result"]["status"], "completed", "{body}");
+    assert_eq!(env.app.store.breaker().state(), switchboard::redis::BreakerState::Closed);
+
+    // The thread was rebuilt from Postgres: the degraded turn is in the context.
+    let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let context_key =
+        env.app.store.keys().conversation(&switchboard::domain::ConversationId::parse("back").unwrap()).context();
+    let context: Vec<String> = conn.zrange(&context_key, 0, -1).await.unwrap();
+    assert!(context.iter().any(|c| c.contains("\"m2\"")), "{context:?}");
+    // Fencing numbers keep growing across both switches.
+    let answers = env.count("SELECT COUNT(*) FROM ai_responses WHERE conversation_id = 'back'").await;
+    assert_eq!(answers, 1, "only the degraded answer is in Postgres before the consumer runs");
+    let fences: Vec<i64> = [redis_fence.unwrap_or(0), degraded_fence].to_vec();
+    assert!(fences[1] > fences[0], "{fences:?}");
+    drop(redis_server);
+}
