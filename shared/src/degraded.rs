@@ -66,17 +66,17 @@ const UNCOVERED: &str = "
 
 /// Runs one validated message through the degraded path.
 pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
-    let mut client = app.db.get().await?;
-    let conversation = &message.conversation_id;
-    match admit(app, &mut client, message).await? {
-        Some(outcome) => Ok(outcome),
-        None => {
-            let (assistant_id, page) = (message.assistant_id(), message.page_id());
-            let assistant = app.assistants.resolve(assistant_id.as_deref(), page.as_deref()).await?;
-            let page_id = page.or_else(|| assistant.page_ids.first().cloned());
-            answer_owed(app, &mut client, conversation, &assistant, page_id.as_deref()).await
-        }
+    // One pooled connection at a time per request: a holder waiting for a
+    // second one while every connection is held by holders would stall the
+    // pool (until its wait timeout) under a burst.
+    if let Some(outcome) = admit(app, &mut app.db.get().await?, message).await? {
+        return Ok(outcome);
     }
+    let (assistant_id, page) = (message.assistant_id(), message.page_id());
+    let assistant = app.assistants.resolve(assistant_id.as_deref(), page.as_deref()).await?;
+    let page_id = page.or_else(|| assistant.page_ids.first().cloned());
+    let mut client = app.db.get().await?;
+    answer_owed(app, &mut client, &message.conversation_id, &assistant, page_id.as_deref()).await
 }
 
 /// Dedupe, pause, rate limit and storage. `None`: stored (or found stored

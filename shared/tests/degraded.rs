@@ -228,3 +228,43 @@ async fn when_redis_returns_the_breaker_closes_and_redis_learns_what_postgres_ha
     assert!(fences[1] > fences[0], "{fences:?}");
     drop(redis_server);
 }
+
+#[tokio::test]
+async fn a_message_owed_in_redis_but_answered_from_postgres_is_not_answered_again_when_redis_returns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis_server = RedisServer::start(port).await;
+    let url = format!("redis://127.0.0.1:{}/0", redis_server.port);
+    let env = TestEnv::with(
+        &[
+            ("REDIS_URL", &url),
+            ("REDIS_BREAKER_FAILURES", "1"),
+            ("REDIS_BREAKER_COOLDOWN_MS", "300"),
+            ("LOCK_TTL_MS", "1000"),
+        ],
+        None,
+    )
+    .await;
+    // m1's admit ran in Redis (owed there, its lock held by a request that
+    // died), but its reply never reached the sender.
+    let m1 = message("lost", "m1", "xin chào", 1.0);
+    let incoming = switchboard::domain::IncomingMessage::parse(m1.to_string().as_bytes(), 65_536).unwrap();
+    let job = serde_json::to_string(&switchboard::jobs::PersistMessage::of(&incoming)).unwrap();
+    let admitted = env.app.store.admit(&incoming, &job, switchboard::redis::AdmitMode::Sync).await.unwrap();
+    assert!(matches!(admitted, switchboard::redis::Admission::Acquired { .. }));
+    // Redis stops answering (paused clients time out): the breaker opens and
+    // the sender's retry of m1 is answered from Postgres.
+    let mut admin = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(4_000).arg("ALL").query_async(&mut admin).await.unwrap();
+    let (status, body) = trip(&env.app, &m1).await;
+    assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
+    assert_eq!(body["result"]["storage_backend"], "Postgres");
+
+    // Back: the next message is answered through Redis, covering itself only.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let (_, _, body) = post(&env.app, &message("lost", "m2", "còn hàng không?", 2.0)).await;
+    assert_eq!(body["result"]["status"], "completed", "{body}");
+    assert_eq!(body["result"]["storage_backend"], "Redis");
+    assert_eq!(body["result"]["covered_message_ids"], serde_json::json!(["m2"]), "m1 was answered already");
+    assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'm1' = ANY(covered_message_ids)").await, 1);
+    drop(redis_server);
+}

@@ -392,3 +392,129 @@ async fn redis_restarted_in_the_middle_of_a_burst_stores_every_message_exactly_o
     drop(redis_server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn with_redis_down_a_burst_is_answered_from_postgres_once_each_and_never_concurrently() {
+    let redis_port = free_port();
+    let start_redis = || {
+        Proc(
+            Command::new("redis-server")
+                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let redis_server = start_redis();
+    wait_port(redis_port).await;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+    let ai = overlap_ai(Duration::from_millis(20)).await;
+    let env = TestEnv::with(&[("REDIS_URL", &redis_url), ("AI_SERVICE_URL", &ai.stub.url())], None).await;
+    let port = free_port();
+    let _gateway = spawn_gateway(
+        &env,
+        &[],
+        &[
+            ("PORT", port.to_string()),
+            ("AI_SERVICE_URL", ai.stub.url()),
+            ("ADMIN_ACCESS_TOKEN", "fault-admin".to_owned()),
+            ("REDIS_BREAKER_COOLDOWN_MS", "1000".to_owned()),
+            ("CONSUMER_BLOCK_MS", "100".to_owned()),
+            ("CONSUMER_SWEEP_MS", "500".to_owned()),
+            ("RATE_LIMIT_CONVERSATION_MAX", "0".to_owned()),
+            ("RATE_LIMIT_PAGE_MAX", "0".to_owned()),
+        ],
+    );
+    wait_port(port).await;
+    let client = reqwest::Client::new();
+    // Sends until accepted (a 503 is retried, as Pancake does); the status.
+    let send = |conversation: String, id: String, ts: f64| {
+        let client = client.clone();
+        async move {
+            let body = common::message(&conversation, &id, &format!("câu hỏi {id}"), ts);
+            for _ in 0..300 {
+                let response = client
+                    .post(format!("http://127.0.0.1:{port}/api/v1/enhanced-handle-message"))
+                    .bearer_auth(common::TOKEN)
+                    .json(&body)
+                    .send()
+                    .await;
+                if let Ok(response) = response
+                    && response.status() == 200
+                {
+                    let value: Value = response.json().await.unwrap();
+                    let field = |name: &str| value["result"][name].as_str().unwrap_or_default().to_owned();
+                    return (field("storage_backend"), field("status"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("message {id} never accepted");
+        }
+    };
+    drop(redis_server); // SIGKILL: Redis is gone for the whole burst
+    let total = 200;
+    let backends: Vec<(String, String)> = futures::stream::iter(0..total)
+        .map(|i| send(format!("down{}", i % 10), format!("d{i}"), 1000.0 + i as f64))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let health: Value = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/admin/health"))
+        .bearer_auth("fault-admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let covered_sql = "SELECT COUNT(DISTINCT id) FROM (SELECT unnest(covered_message_ids) AS id FROM ai_responses) c";
+    let covered = wait_count(&env, covered_sql, total as i64, Duration::from_secs(60)).await;
+    let doubled_sql =
+        "SELECT COUNT(*) - COUNT(DISTINCT id) FROM (SELECT unnest(covered_message_ids) AS id FROM ai_responses) c";
+    let stored = env.count("SELECT COUNT(*) FROM messages").await;
+    report("Redis down for a whole burst (degraded mode)", total, stored, env.count(doubled_sql).await);
+    assert!(backends.iter().all(|(b, _)| b == "Postgres"), "every message went the degraded path");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["storage_backend"], "Postgres (degraded mode)");
+    assert_eq!(stored, total as i64);
+    assert_eq!(covered, total as i64, "every message covered by an answer");
+    assert_eq!(env.count(doubled_sql).await, 0, "no message answered twice");
+    assert_eq!(ai.max_overlap.load(Ordering::SeqCst), 1, "the advisory lock kept AI calls apart");
+
+    // Redis back (empty): answers go through Redis again, retries stay duplicates.
+    let _redis_server = start_redis();
+    wait_port(redis_port).await;
+    // The breaker closes at the first successful probe after its cooldown
+    // (health's PING is one).
+    let mut breaker = Value::Null;
+    for _ in 0..100 {
+        let health: Value = client
+            .get(format!("http://127.0.0.1:{port}/api/v1/admin/health"))
+            .bearer_auth("fault-admin")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        breaker = health["circuit_breaker"]["state"].clone();
+        if breaker == "closed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(breaker, "closed");
+    let (retried, status) = send("down0".into(), "d0".into(), 1000.0).await;
+    assert_eq!((retried.as_str(), status.as_str()), ("Redis", "duplicate"), "a degraded message retried after");
+    let after: Vec<(String, String)> = futures::stream::iter(0..20)
+        .map(|i| send(format!("down{}", i % 10), format!("after{i}"), 5000.0 + i as f64))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(after.iter().all(|(b, _)| b == "Redis"), "{after:?}");
+    let stored = wait_count(&env, "SELECT COUNT(*) FROM messages", total as i64 + 20, Duration::from_secs(60)).await;
+    let covered = wait_count(&env, covered_sql, total as i64 + 20, Duration::from_secs(60)).await;
+    assert_eq!(stored, total as i64 + 20);
+    assert_eq!(covered, total as i64 + 20);
+    assert_eq!(env.count(doubled_sql).await, 0, "nothing answered twice across the switch back");
+}

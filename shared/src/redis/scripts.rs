@@ -17,3 +17,4 @@ pub(super) static ECHO: LazyLock<Script> = LazyLock::new(|| Script::new(include_
 pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
 pub(super) static SEND_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/send_mark.lua")));
 pub(super) static CLEANUP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/cleanup.lua")));
+pub(super) static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/forget.lua")));

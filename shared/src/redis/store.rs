@@ -222,9 +222,12 @@ impl ConversationStore {
     /// the messages Postgres handled get their dedupe marks (a retry of one
     /// is a `duplicate`, not a second answer) and their conversations lose
     /// their Redis context while keeping the `known` mark, so the next
-    /// message rebuilds the thread from Postgres, degraded turns included.
-    /// One pipelined round trip, once; on failure the list is kept for the
-    /// next request.
+    /// message rebuilds the thread from Postgres, degraded turns included;
+    /// and a message Redis still owes but Postgres answered (its admit ran
+    /// but the reply was lost, the retry went degraded) is forgotten, so the
+    /// sweep does not answer it again. Runs once, all commands concurrently;
+    /// on failure the list is kept for the next request (every step is
+    /// idempotent).
     pub async fn restore_after_outage(&self) {
         let pending = std::mem::take(&mut *self.degraded.lock().unwrap_or_else(|e| e.into_inner()));
         if pending.is_empty() {
@@ -247,7 +250,19 @@ impl ConversationStore {
                 pipe.cmd("SET").arg(keys.known()).arg("1").arg("EX").arg(KNOWN_TTL_SECS).ignore();
             }
         }
-        match pipe.query_async::<()>(&mut self.conn.clone()).await {
+        let forget = conversations.iter().map(|conversation| {
+            let keys = self.keys.conversation(conversation);
+            let mut invocation = scripts::FORGET.key(keys.owed());
+            invocation.key(self.keys.owed_index()).arg(conversation.as_str());
+            for (_, message) in pending.iter().filter(|(c, _)| c == *conversation) {
+                invocation.arg(message.as_str());
+            }
+            async move { invocation.invoke_async::<i64>(&mut self.conn.clone()).await }
+        });
+        let mut conn = self.conn.clone();
+        let (marked, forgotten) = tokio::join!(pipe.query_async::<()>(&mut conn), futures::future::join_all(forget));
+        let restored = marked.and_then(|()| forgotten.into_iter().collect::<Result<Vec<i64>, _>>().map(|_| ()));
+        match restored {
             Ok(()) => tracing::info!(
                 messages = pending.len(),
                 conversations = conversations.len(),
