@@ -54,6 +54,13 @@ pub enum AiConfig {
 pub struct Config {
     /// `redis://`/`rediss://` URL built from `REDIS_URL` or `REDIS_HOST`/`PORT`/`DB`/`PASSWORD`.
     pub redis_url: Secret,
+    /// Redis Cluster mode: `REDIS_URL` lists several nodes, or
+    /// `REDIS_CLUSTER=true` (one seed node, e.g. ElastiCache's configuration endpoint).
+    pub redis_cluster: bool,
+    /// Job shards (`REDIS_SHARDS`): conversations are spread over this many
+    /// hash tags, each with its own `jobs` stream, so every script stays in
+    /// one slot. 1 on a single node; 16 by default on a cluster.
+    pub redis_shards: u16,
     /// Prepended to every key; lets tests and tenants share one Redis.
     pub redis_key_prefix: String,
     /// `postgres://` URL built from `DATABASE_URL` or the `POSTGRES_*` variables.
@@ -144,8 +151,16 @@ impl Config {
         if lock_ttl < Duration::from_millis(30) {
             return Err(malformed("LOCK_TTL_MS", "must be at least 30"));
         }
+        let redis_url = redis_url(&env)?;
+        let redis_cluster = redis_url.contains(',') || env.parse_or("REDIS_CLUSTER", false)?;
+        let redis_shards: u16 = env.parse_or("REDIS_SHARDS", if redis_cluster { 16u16 } else { 1 })?;
+        if redis_shards == 0 || redis_shards > 1024 {
+            return Err(malformed("REDIS_SHARDS", "must be between 1 and 1024"));
+        }
         Ok(Self {
-            redis_url: Secret::new(redis_url(&env)?),
+            redis_url: Secret::new(redis_url),
+            redis_cluster,
+            redis_shards,
             redis_key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or_default(),
             database_url: Secret::new(database_url(&env)?),
             postgres_schema: match env.get("POSTGRES_SCHEMA") {
@@ -232,8 +247,9 @@ fn malformed(name: &'static str, reason: impl Into<String>) -> ConfigError {
 
 fn redis_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<String, ConfigError> {
     if let Some(url) = env.get("REDIS_URL") {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(malformed("REDIS_URL", "must start with redis:// or rediss://"));
+        // A comma-separated list is a Redis Cluster's seed nodes.
+        if url.split(',').any(|u| !(u.trim().starts_with("redis://") || u.trim().starts_with("rediss://"))) {
+            return Err(malformed("REDIS_URL", "must start with redis:// or rediss:// (each node of a list)"));
         }
         return Ok(url);
     }

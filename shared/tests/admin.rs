@@ -83,7 +83,7 @@ async fn a_thread_invalidation_clears_the_context_and_the_next_answer_rebuilds_i
     assert_eq!(body["invalidated"]["context_cleared"], true);
     env.post(&message("t1", "m2", "cảm ơn", 2.0)).await;
     let mut conn = env.redis().await;
-    let ctx: Vec<String> = conn.zrange(format!("{}conv:{{t1}}:ctx", env.prefix), 0, -1).await.unwrap();
+    let ctx: Vec<String> = conn.zrange(env.keys().conversation(&common::cid("t1")).context(), 0, -1).await.unwrap();
     let ids: Vec<String> = ctx
         .iter()
         .map(|e| serde_json::from_str::<Value>(e).unwrap()["message_id"].as_str().unwrap().to_owned())
@@ -288,13 +288,13 @@ async fn cleanup_removes_only_redis_state_older_than_the_cutoff() {
     env.post(&message("new", "m1", "xin chào", 1.0)).await;
     drain(&env.consumer().await).await;
     let mut conn = env.redis().await;
-    let _: () = conn.hset(format!("{}conv:{{old}}:state", env.prefix), "updated_ms", 1_000).await.unwrap();
+    let _: () = conn.hset(env.keys().conversation(&common::cid("old")).state(), "updated_ms", 1_000).await.unwrap();
     let pg_before = env.pg_counts().await;
     let (code, body) = admin(&env.app, Method::POST, "/api/v1/admin/system/cleanup?max_age_hours=1", None).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["conversations_removed"], 1);
-    let old_exists: bool = conn.exists(format!("{}conv:{{old}}:state", env.prefix)).await.unwrap();
-    let new_exists: bool = conn.exists(format!("{}conv:{{new}}:state", env.prefix)).await.unwrap();
+    let old_exists: bool = conn.exists(env.keys().conversation(&common::cid("old")).state()).await.unwrap();
+    let new_exists: bool = conn.exists(env.keys().conversation(&common::cid("new")).state()).await.unwrap();
     assert!(!old_exists && new_exists);
     assert_eq!(env.pg_counts().await, pg_before, "Postgres is never touched");
     assert_eq!(

@@ -31,7 +31,7 @@ fn persist(conversation: &str, id: &str, ts: f64) -> String {
 /// Enqueues `n` messages over `conversations` conversations, each entry `copies` times.
 async fn enqueue(env: &TestEnv, n: usize, conversations: usize, copies: usize) {
     let mut conn = env.redis().await;
-    let stream = format!("{}jobs", env.prefix);
+    let stream = env.shard0().jobs();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for &i in chunk {
@@ -47,8 +47,7 @@ async fn enqueue(env: &TestEnv, n: usize, conversations: usize, copies: usize) {
 
 async fn pending(env: &TestEnv) -> usize {
     let mut conn = env.redis().await;
-    let reply: redis::streams::StreamPendingReply =
-        conn.xpending(format!("{}jobs", env.prefix), "persist").await.unwrap();
+    let reply: redis::streams::StreamPendingReply = conn.xpending(env.shard0().jobs(), "persist").await.unwrap();
     reply.count()
 }
 
@@ -86,7 +85,7 @@ async fn a_consumer_killed_between_read_and_acknowledgement_is_reclaimed_with_no
     let mut conn = env.redis().await;
     let options = redis::streams::StreamReadOptions::default().group("persist", "doomed").count(300);
     let read: redis::streams::StreamReadReply =
-        conn.xread_options(&[format!("{}jobs", env.prefix)], &[">"], &options).await.unwrap();
+        conn.xread_options(&[env.shard0().jobs()], &[">"], &options).await.unwrap();
     let entries = &read.keys[0].ids;
     assert_eq!(entries.len(), 300);
     let half: Vec<MessageRow> = entries[..150]
@@ -135,7 +134,7 @@ async fn with_postgres_unreachable_nothing_is_acknowledged_and_everything_lands_
     }
     assert_eq!(pending(&env).await, 1_000, "read but unacknowledged");
     let mut conn = env.redis().await;
-    let dead: usize = conn.xlen(format!("{}jobs:dead", env.prefix)).await.unwrap();
+    let dead: usize = conn.xlen(env.shard0().dead_letters()).await.unwrap();
     assert_eq!(dead, 0, "an outage dead-lettered entries");
     assert_eq!(env.count("SELECT COUNT(*) FROM messages").await, 0);
 
@@ -168,7 +167,7 @@ async fn an_entry_that_always_fails_lands_in_the_dead_letter_stream_after_n_deli
     }
     assert_eq!(failures, 3, "processed exactly N times before giving up");
     let mut conn = env.redis().await;
-    let dead: redis::streams::StreamRangeReply = conn.xrange_all(format!("{}jobs:dead", env.prefix)).await.unwrap();
+    let dead: redis::streams::StreamRangeReply = conn.xrange_all(env.shard0().dead_letters()).await.unwrap();
     assert_eq!(dead.ids.len(), 1);
     let entry = &dead.ids[0];
     assert!(entry.get::<String>("error").unwrap().contains("conversation_id"));
@@ -187,7 +186,7 @@ async fn a_poison_entry_goes_straight_to_the_dead_letters_without_blocking_its_b
     assert_eq!(summary.dead_lettered, 2);
     assert_eq!(env.count("SELECT COUNT(*) FROM messages").await, 1);
     let mut conn = env.redis().await;
-    let dead: usize = conn.xlen(format!("{}jobs:dead", env.prefix)).await.unwrap();
+    let dead: usize = conn.xlen(env.shard0().dead_letters()).await.unwrap();
     assert_eq!(dead, 2);
 }
 

@@ -97,12 +97,7 @@ async fn a_consumer_process_killed_mid_batch_is_reclaimed_with_nothing_lost_or_d
         let mut pipe = redis::pipe();
         for &i in chunk {
             let payload = persist(&format!("k{}", i % 200), &format!("m{i}"), i as f64);
-            pipe.xadd(
-                format!("{}jobs", env.prefix),
-                "*",
-                &[("type", "persist_message"), ("payload", payload.as_str())],
-            )
-            .ignore();
+            pipe.xadd(env.shard0().jobs(), "*", &[("type", "persist_message"), ("payload", payload.as_str())]).ignore();
         }
         let () = pipe.query_async(&mut conn).await.unwrap();
     }

@@ -88,7 +88,7 @@ async fn a_late_message_is_inserted_into_the_context_in_timestamp_order() {
     env.post(&message("late", "m2", "second", 20.0)).await;
     env.post(&message("late", "m1", "first, delivered late", 10.0)).await;
     let mut conn = env.redis().await;
-    let ctx: Vec<String> = conn.zrange(format!("{}conv:{{late}}:ctx", env.prefix), 0, -1).await.unwrap();
+    let ctx: Vec<String> = conn.zrange(env.keys().conversation(&common::cid("late")).context(), 0, -1).await.unwrap();
     let ids: Vec<String> = ctx
         .iter()
         .map(|e| serde_json::from_str::<Value>(e).unwrap()["message_id"].as_str().unwrap().to_owned())
@@ -96,7 +96,8 @@ async fn a_late_message_is_inserted_into_the_context_in_timestamp_order() {
     assert_eq!(ids[0], "m1");
     assert_eq!(ids[1], "m2");
     // The "last message" of the conversation does not move backwards.
-    let last: String = conn.hget(format!("{}conv:{{late}}:state", env.prefix), "last_message_id").await.unwrap();
+    let last: String =
+        conn.hget(env.keys().conversation(&common::cid("late")).state(), "last_message_id").await.unwrap();
     assert_eq!(last, "m2");
 }
 

@@ -98,7 +98,7 @@ fn job(i: usize, received_at: f64) -> PersistMessage {
 
 async fn enqueue(env: &Env, n: usize) {
     let mut conn = env.app.store.connection();
-    let stream = env.app.store.keys().jobs().to_owned();
+    let stream = env.app.store.keys().shard(0).jobs(); // single node: one job shard
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
         for &i in chunk {
@@ -128,7 +128,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut conn = env.app.store.connection();
-    let stream = env.app.store.keys().jobs().to_owned();
+    let stream = env.app.store.keys().shard(0).jobs(); // single node: one job shard
     let _: Result<(), _> = conn.xgroup_create_mkstream(&stream, "manual", "0").await;
     let started = Instant::now();
     let mut done = 0;
@@ -166,7 +166,7 @@ async fn latency_at_1000_per_second(n: usize) -> (f64, f64, f64) {
     });
     // Producer: one message per millisecond; the send instant of each is kept.
     let mut conn = env.app.store.connection();
-    let stream = env.app.store.keys().jobs().to_owned();
+    let stream = env.app.store.keys().shard(0).jobs(); // single node: one job shard
     let (tx, mut rx) = futures::channel::mpsc::unbounded::<Instant>();
     let producer = tokio::spawn(async move {
         let mut tx = tx;

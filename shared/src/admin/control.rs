@@ -35,7 +35,7 @@ pub async fn cancel(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppEr
                     reason: "admin_cancel".into(),
                 };
                 let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
-                app.store.enqueue(jobs::PROCESS_CONVERSATION, &payload).await?;
+                app.store.enqueue(&conversation, jobs::PROCESS_CONVERSATION, &payload).await?;
                 enqueued = true;
             }
         }

@@ -61,10 +61,7 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let mut active = 0;
     let mut memory = json!(null);
     if redis_up {
-        let keys = app.store.keys();
-        let (depth, dead): (u64, u64) =
-            redis::pipe().xlen(keys.jobs()).xlen(keys.dead_letters()).query_async(&mut conn).await?;
-        let pending = pending_count(&mut conn, keys.jobs(), &app.config.consumer.group).await;
+        let (depth, pending, dead) = app.store.queue_totals(&app.config.consumer.group).await?;
         queue = json!({"depth": depth, "pending": pending, "dead_letters": dead});
         let cutoff = now_ms().saturating_sub(app.config.lock_ttl.as_millis() as u64);
         for (id, since, locked) in app.store.owed_with_locks(cutoff, 100).await? {
@@ -112,26 +109,30 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     Ok(json_response(code, &body))
 }
 
-/// Pending entries of the consumer group (0 when the group does not exist yet).
-pub(crate) async fn pending_count(conn: &mut crate::redis::BreakerConnection, stream: &str, group: &str) -> u64 {
-    let reply: Result<redis::streams::StreamPendingReply, _> =
-        redis::AsyncCommands::xpending(conn, stream, group).await;
-    reply.map(|r| r.count() as u64).unwrap_or(0)
-}
-
-/// Used memory against `maxmemory`; a warning above 80 % (DESIGN §7).
+/// Used memory against `maxmemory`; a warning above 80 % (DESIGN §7). On a
+/// cluster, the fullest primary is the one that refuses writes first: it
+/// is the one reported.
 async fn memory_status(conn: &mut crate::redis::BreakerConnection) -> Value {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap_or_default();
-    let field =
-        |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned());
-    let used: u64 = field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let ratio = if max == 0 { None } else { Some(used as f64 / max as f64) };
+    let nodes = conn.inner().info("memory").await.unwrap_or_default();
+    let fullest = nodes
+        .iter()
+        .map(|info| {
+            let field = |name: &str| {
+                info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned())
+            };
+            let used: u64 = field("used_memory").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let max: u64 = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let ratio = if max == 0 { None } else { Some(used as f64 / max as f64) };
+            (ratio, used, max, field("used_memory_human"), field("maxmemory_policy"))
+        })
+        .max_by(|a, b| a.0.unwrap_or(0.0).total_cmp(&b.0.unwrap_or(0.0)).then(a.1.cmp(&b.1)));
+    let Some((ratio, _, max, used_human, policy)) = fullest else { return Value::Null };
     json!({
-        "used_memory_human": field("used_memory_human"),
+        "used_memory_human": used_human,
         "maxmemory": max,
-        "maxmemory_policy": field("maxmemory_policy"),
+        "maxmemory_policy": policy,
         "used_ratio": ratio,
         "warning": ratio.is_some_and(|r| r > 0.8).then_some("Redis memory above 80 % of maxmemory"),
+        "nodes": nodes.len(),
     })
 }

@@ -34,15 +34,20 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let actions_by_status: serde_json::Map<String, Value> =
         actions.into_iter().map(|r| (r.get::<_, String>(0), json!(r.get::<_, i64>(1)))).collect();
 
-    let mut conn = app.store.connection();
-    let info: String = redis::cmd("INFO").query_async(&mut conn).await?;
-    let field =
-        |name: &str| info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).map(|v| v.trim().to_owned());
-    let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let keys = app.store.keys();
-    let (depth, dead): (u64, u64) =
-        redis::pipe().xlen(keys.jobs()).xlen(keys.dead_letters()).query_async(&mut conn).await?;
-    let pending = super::health::pending_count(&mut conn, keys.jobs(), &app.config.consumer.group).await;
+    let conn = app.store.connection();
+    // One INFO per primary on a cluster: counters are summed, texts taken
+    // from the first node.
+    let nodes = conn.inner().info("default").await?;
+    let values = |name: &str| {
+        let prefix = format!("{name}:");
+        nodes
+            .iter()
+            .filter_map(move |info| info.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let field = |name: &str| values(name).into_iter().next();
+    let number = |name: &str| values(name).iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>();
+    let (depth, pending, dead) = app.store.queue_totals(&app.config.consumer.group).await?;
     let active = app.store.owed_with_locks(u64::MAX, 1000).await?.iter().filter(|(_, _, locked)| *locked).count();
     let _ = app.cache.flush().await;
     let cache: serde_json::Map<String, Value> =

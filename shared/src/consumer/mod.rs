@@ -35,7 +35,6 @@ use std::{
 
 use redis::{
     AsyncCommands,
-    aio::ConnectionManager,
     streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply},
 };
 use serde::Serialize;
@@ -48,9 +47,14 @@ use crate::{
     error::AppError,
     jobs::{self, ActionResults, DeliverAction, PersistAnswer, PersistMessage, Redrive, UpdateConversation},
     pipeline,
-    redis::{SendMark, now_ms},
+    redis::{RedisConnection, SendMark, ShardKeys, Timeouts, now_ms},
 };
 use writer::{Batch, MessageRow};
+
+/// The idle sleep between passes over several shards: from this…
+const MIN_IDLE: Duration = Duration::from_millis(5);
+/// …doubling up to this (or `CONSUMER_BLOCK_MS`, if lower).
+const MAX_IDLE: Duration = Duration::from_millis(250);
 
 /// How long one invocation drains when its deadline is unusable (local emulators).
 const LOCAL_DRAIN_BUDGET: Duration = Duration::from_secs(3);
@@ -145,20 +149,22 @@ fn is_transient(err: &tokio_postgres::Error) -> bool {
 pub struct Consumer {
     app: App,
     /// A connection of its own: `XREADGROUP … BLOCK` would stall every other
-    /// command multiplexed on a shared one. A connection manager, so a Redis
-    /// restart or failover costs a failed step, not the consumer.
-    reader: ConnectionManager,
+    /// command multiplexed on a shared one. Reconnecting (a manager, or the
+    /// cluster client), so a Redis restart or failover costs a failed step,
+    /// not the consumer.
+    reader: RedisConnection,
     settings: ConsumerConfig,
     name: String,
-    stream: String,
-    dead: String,
-    errors: String,
+    /// The job shards (one stream each); read in turn.
+    shards: Vec<ShardKeys>,
+    /// How long the next idle pass over several shards sleeps (grows while idle).
+    idle: Mutex<Duration>,
     last_sweep: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("name", &self.name).field("stream", &self.stream).finish_non_exhaustive()
+        f.debug_struct("Consumer").field("name", &self.name).field("shards", &self.shards.len()).finish_non_exhaustive()
     }
 }
 
@@ -168,18 +174,14 @@ impl Consumer {
     /// are consumed too.
     pub async fn connect(app: App, name: impl Into<String>) -> Result<Self, AppError> {
         let settings = app.config.consumer.clone();
-        let client = redis::Client::open(app.config.redis_url.expose())?;
-        let reader_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(settings.block + Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let reader = client.get_connection_manager_with_config(reader_config).await?;
-        let keys = app.store.keys();
+        let reader = RedisConnection::open(
+            app.config.redis_url.expose(),
+            app.config.redis_cluster,
+            Timeouts { connect: Duration::from_secs(3), response: settings.block + Duration::from_secs(5) },
+        )?;
         let consumer = Self {
-            stream: keys.jobs().to_owned(),
-            dead: keys.dead_letters(),
-            errors: format!("{}:errors", keys.jobs()),
+            shards: app.store.keys().shards().collect(),
+            idle: Mutex::new(MIN_IDLE),
             name: name.into(),
             settings,
             reader,
@@ -200,12 +202,15 @@ impl Consumer {
     }
 
     async fn ensure_group(&self) -> Result<(), AppError> {
-        let created: Result<(), redis::RedisError> =
-            self.reader.clone().xgroup_create_mkstream(&self.stream, &self.settings.group, "0").await;
-        match created {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => Ok(other?),
+        for shard in &self.shards {
+            let created: Result<(), redis::RedisError> =
+                self.reader.clone().xgroup_create_mkstream(shard.jobs(), &self.settings.group, "0").await;
+            match created {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
 
     /// One step: retry what is due (idle pending entries), else read new
@@ -224,9 +229,44 @@ impl Consumer {
 
     async fn step_once(&self) -> Result<Summary, AppError> {
         let mut summary = Summary::default();
+        if let [shard] = self.shards.as_slice() {
+            // One stream: wait for new entries on the server (`BLOCK`).
+            summary += self.step_shard(shard, Some(self.settings.block)).await?;
+        } else {
+            // Several (a cluster's job shards, in different slots, cannot be
+            // read by one `XREADGROUP`): one non-blocking pass over all of
+            // them, then a short sleep that grows while they stay empty, so
+            // an idle consumer costs a few commands per second and a busy
+            // one never waits.
+            for shard in &self.shards {
+                summary += self.step_shard(shard, None).await?;
+            }
+            let pause = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if summary.read > 0 {
+                    *idle = MIN_IDLE;
+                    Duration::ZERO
+                } else {
+                    let pause = *idle;
+                    *idle = (*idle * 2).min(self.settings.block.min(MAX_IDLE));
+                    pause
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+        if self.sweep_due() {
+            summary += self.sweep().await?;
+        }
+        Ok(summary)
+    }
+
+    /// Retries what is due on one shard (idle pending entries), else reads
+    /// its new entries (blocking up to `block` when given).
+    async fn step_shard(&self, shard: &ShardKeys, block: Option<Duration>) -> Result<Summary, AppError> {
+        let mut summary = Summary::default();
         let mut conn = self.reader.clone();
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-            .arg(&self.stream)
+            .arg(shard.jobs())
             .arg(&self.settings.group)
             .arg(&self.name)
             .arg(self.settings.claim_idle.as_millis() as u64)
@@ -237,20 +277,18 @@ impl Consumer {
             .await?;
         if !claimed.claimed.is_empty() {
             summary.reclaimed = claimed.claimed.len() as u64;
-            summary += self.process(claimed.claimed, true).await?;
+            summary += self.process(shard, claimed.claimed, true).await?;
         } else {
-            let options = StreamReadOptions::default()
-                .group(&self.settings.group, &self.name)
-                .count(self.settings.batch_size)
-                .block(self.settings.block.as_millis() as usize);
-            let read: Option<StreamReadReply> = conn.xread_options(&[&self.stream], &[">"], &options).await?;
+            let mut options =
+                StreamReadOptions::default().group(&self.settings.group, &self.name).count(self.settings.batch_size);
+            if let Some(block) = block {
+                options = options.block(block.as_millis().max(1) as usize);
+            }
+            let read: Option<StreamReadReply> = conn.xread_options(&[shard.jobs()], &[">"], &options).await?;
             let entries: Vec<StreamId> = read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
             if !entries.is_empty() {
-                summary += self.process(entries, false).await?;
+                summary += self.process(shard, entries, false).await?;
             }
-        }
-        if self.sweep_due() {
-            summary += self.sweep().await?;
         }
         Ok(summary)
     }
@@ -306,9 +344,9 @@ impl Consumer {
         }
     }
 
-    async fn process(&self, entries: Vec<StreamId>, claimed: bool) -> Result<Summary, AppError> {
+    async fn process(&self, shard: &ShardKeys, entries: Vec<StreamId>, claimed: bool) -> Result<Summary, AppError> {
         let mut summary = Summary { batches: 1, read: entries.len() as u64, ..Default::default() };
-        let deliveries = if claimed { self.deliveries(&entries).await? } else { HashMap::new() };
+        let deliveries = if claimed { self.deliveries(shard, &entries).await? } else { HashMap::new() };
         // The last error each claimed entry failed with. Only an entry that
         // keeps failing on its own goes to the dead letters: one that was
         // never processed (Postgres down, its consumer died) has no error
@@ -316,7 +354,7 @@ impl Consumer {
         let errors: HashMap<String, String> = if claimed && !deliveries.is_empty() {
             let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
             let values: Vec<Option<String>> =
-                redis::cmd("HMGET").arg(&self.errors).arg(&ids).query_async(&mut self.reader.clone()).await?;
+                redis::cmd("HMGET").arg(shard.errors()).arg(&ids).query_async(&mut self.reader.clone()).await?;
             ids.iter().zip(values).filter_map(|(id, e)| e.map(|e| (id.to_string(), e))).collect()
         } else {
             HashMap::new()
@@ -330,14 +368,14 @@ impl Consumer {
             if delivered > self.settings.max_deliveries
                 && let Some(error) = errors.get(&entry.id)
             {
-                self.dead_letter(entry, error, delivered).await?;
+                self.dead_letter(shard, entry, error, delivered).await?;
                 summary.dead_lettered += 1;
                 continue;
             }
             match Job::parse(entry) {
                 Err(error) => {
                     tracing::error!(id = %entry.id, %error, "poison entry moved to the dead-letter stream");
-                    self.dead_letter(entry, &error, delivered).await?;
+                    self.dead_letter(shard, entry, &error, delivered).await?;
                     summary.dead_lettered += 1;
                 }
                 Ok(job) => match job.into_batch(&mut batch) {
@@ -361,7 +399,7 @@ impl Consumer {
                 Err(err) => {
                     tracing::warn!(error = %err, "batch write failed; writing entry by entry");
                     drop(client);
-                    self.write_one_by_one(&entries, &batch_ids, &mut acked, &mut summary).await?;
+                    self.write_one_by_one(shard, &entries, &batch_ids, &mut acked, &mut summary).await?;
                 }
             }
         }
@@ -369,17 +407,17 @@ impl Consumer {
         // The batch's writes are committed: acknowledge them before the
         // effects run, and each effect as soon as it is done, so a consumer
         // that dies (a Lambda past its deadline) redoes as little as possible.
-        self.ack(&acked).await?;
+        self.ack(shard, &acked).await?;
         summary.acknowledged += acked.len() as u64;
         for (id, effect) in effects {
             match self.run_effect(effect, &mut summary, deliveries.get(&id).copied().unwrap_or(1)).await {
                 Ok(()) => {
-                    self.ack(std::slice::from_ref(&id)).await?;
+                    self.ack(shard, std::slice::from_ref(&id)).await?;
                     summary.acknowledged += 1;
                 }
                 Err(error) => {
                     summary.failed += 1;
-                    let _: () = self.reader.clone().hset(&self.errors, &id, error).await?;
+                    let _: () = self.reader.clone().hset(shard.errors(), &id, error).await?;
                 }
             }
         }
@@ -389,6 +427,7 @@ impl Consumer {
     /// Isolates the entry that breaks a batch: each entry in its own transaction.
     async fn write_one_by_one(
         &self,
+        shard: &ShardKeys,
         entries: &[StreamId],
         ids: &[String],
         acked: &mut Vec<String>,
@@ -408,7 +447,7 @@ impl Consumer {
                 Err(err) => {
                     summary.failed += 1;
                     let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_else(|| err.to_string());
-                    let _: () = self.reader.clone().hset(&self.errors, &entry.id, message).await?;
+                    let _: () = self.reader.clone().hset(shard.errors(), &entry.id, message).await?;
                 }
             }
         }
@@ -481,18 +520,25 @@ impl Consumer {
     }
 
     /// Delivery counts of claimed entries (from `XPENDING`).
-    async fn deliveries(&self, entries: &[StreamId]) -> Result<HashMap<String, u64>, AppError> {
+    async fn deliveries(&self, shard: &ShardKeys, entries: &[StreamId]) -> Result<HashMap<String, u64>, AppError> {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(HashMap::new()) };
         let pending: StreamPendingCountReply = self
             .reader
             .clone()
-            .xpending_count(&self.stream, &self.settings.group, &first.id, &last.id, entries.len() * 2 + 10)
+            .xpending_count(shard.jobs(), &self.settings.group, &first.id, &last.id, entries.len() * 2 + 10)
             .await?;
         Ok(pending.ids.into_iter().map(|p| (p.id, p.times_delivered as u64)).collect())
     }
 
-    /// Moves one entry to `jobs:dead` with its error, atomically with its ack.
-    async fn dead_letter(&self, entry: &StreamId, error: &str, deliveries: u64) -> Result<(), AppError> {
+    /// Moves one entry to its shard's dead letters with its error, atomically
+    /// with its ack (the same slot).
+    async fn dead_letter(
+        &self,
+        shard: &ShardKeys,
+        entry: &StreamId,
+        error: &str,
+        deliveries: u64,
+    ) -> Result<(), AppError> {
         let mut fields: Vec<(String, String)> = vec![
             ("original_id".into(), entry.id.clone()),
             ("error".into(), error.to_owned()),
@@ -505,25 +551,25 @@ impl Consumer {
         }
         let () = redis::pipe()
             .atomic()
-            .xadd(&self.dead, "*", &fields)
+            .xadd(shard.dead_letters(), "*", &fields)
             .ignore()
-            .xack(&self.stream, &self.settings.group, &[&entry.id])
+            .xack(shard.jobs(), &self.settings.group, &[&entry.id])
             .ignore()
-            .hdel(&self.errors, &entry.id)
+            .hdel(shard.errors(), &entry.id)
             .ignore()
             .query_async(&mut self.reader.clone())
             .await?;
         Ok(())
     }
 
-    async fn ack(&self, ids: &[String]) -> Result<(), AppError> {
+    async fn ack(&self, shard: &ShardKeys, ids: &[String]) -> Result<(), AppError> {
         if ids.is_empty() {
             return Ok(());
         }
         let () = redis::pipe()
-            .xack(&self.stream, &self.settings.group, ids)
+            .xack(shard.jobs(), &self.settings.group, ids)
             .ignore()
-            .hdel(&self.errors, ids)
+            .hdel(shard.errors(), ids)
             .ignore()
             .query_async(&mut self.reader.clone())
             .await?;
@@ -558,7 +604,9 @@ impl Consumer {
             }
         }
         summary += self.sweep_undelivered().await?;
-        self.trim().await?;
+        for shard in &self.shards {
+            self.trim(shard).await?;
+        }
         Ok(summary)
     }
 
@@ -596,10 +644,9 @@ impl Consumer {
                 },
                 attempt: 1,
             };
-            self.app
-                .store
-                .enqueue(jobs::DELIVER_ACTION, &serde_json::to_string(&job).map_err(|_| AppError::Internal)?)
-                .await?;
+            let Ok(conversation) = ConversationId::parse(&job.conversation_id) else { continue };
+            let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
+            self.app.store.enqueue(&conversation, jobs::DELIVER_ACTION, &payload).await?;
             ids.push(job.action.action_id);
         }
         if !ids.is_empty() {
@@ -615,10 +662,11 @@ impl Consumer {
 
     /// Drops entries every group member has acknowledged (older than the
     /// oldest pending entry and than the group's read position).
-    async fn trim(&self) -> Result<(), AppError> {
+    async fn trim(&self, shard: &ShardKeys) -> Result<(), AppError> {
         let mut conn = self.reader.clone();
+        let stream = shard.jobs();
         let groups: Vec<HashMap<String, redis::Value>> =
-            redis::cmd("XINFO").arg("GROUPS").arg(&self.stream).query_async(&mut conn).await.unwrap_or_default();
+            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut conn).await.unwrap_or_default();
         let mut floor: Option<String> = None;
         for group in groups {
             let Some(last) = group.get("last-delivered-id").and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
@@ -627,7 +675,7 @@ impl Consumer {
             };
             let name =
                 group.get("name").and_then(|v| redis::from_redis_value_ref::<String>(v).ok()).unwrap_or_default();
-            let pending: redis::streams::StreamPendingReply = conn.xpending(&self.stream, &name).await?;
+            let pending: redis::streams::StreamPendingReply = conn.xpending(&stream, &name).await?;
             let candidate = match pending {
                 redis::streams::StreamPendingReply::Data(data) => data.start_id,
                 _ => next_id(&last),
@@ -638,7 +686,7 @@ impl Consumer {
             });
         }
         if let Some(floor) = floor {
-            let _: i64 = redis::cmd("XTRIM").arg(&self.stream).arg("MINID").arg(&floor).query_async(&mut conn).await?;
+            let _: i64 = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(&floor).query_async(&mut conn).await?;
         }
         Ok(())
     }

@@ -28,7 +28,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike, aio::ConnectionManager};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike};
+
+use super::connection::RedisConnection;
 
 /// What the breaker currently lets through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +139,7 @@ fn epoch_ms() -> u64 {
 /// The shared multiplexed connection, behind the breaker. Cheap to clone.
 #[derive(Clone)]
 pub struct BreakerConnection {
-    inner: ConnectionManager,
+    inner: RedisConnection,
     breaker: Arc<Breaker>,
 }
 
@@ -148,12 +150,17 @@ impl std::fmt::Debug for BreakerConnection {
 }
 
 impl BreakerConnection {
-    pub fn new(inner: ConnectionManager, breaker: Arc<Breaker>) -> Self {
+    pub fn new(inner: RedisConnection, breaker: Arc<Breaker>) -> Self {
         Self { inner, breaker }
     }
 
     pub fn breaker(&self) -> &Arc<Breaker> {
         &self.breaker
+    }
+
+    /// The connection underneath (cluster-aware helpers: `INFO`, `SCAN`).
+    pub fn inner(&self) -> RedisConnection {
+        self.inner.clone()
     }
 }
 

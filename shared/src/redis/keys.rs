@@ -1,58 +1,110 @@
-//! Key names. Every key of one conversation carries the hash tag
-//! `{conversation_id}`, so a script touching them runs on one Redis Cluster
-//! slot; the prefix lets tests and tenants share one server.
+//! Key names, laid out for Redis Cluster.
+//!
+//! Every script touches one conversation's keys *and* a stream and an index
+//! shared by many conversations (the persistence jobs, the owed index, the
+//! page rate window). A cluster runs a script only when all its keys share a
+//! slot, so the shared keys are split into **job shards**: a conversation
+//! belongs to shard `fnv1a(conversation_id) % shards`, and all its keys and
+//! its shard's stream, owed index and page windows carry the hash tag
+//! `{sN}`. One shard (a single node) puts everything under `{s0}`, which a
+//! single node does not care about; a cluster spreads `REDIS_SHARDS` tags
+//! over its slots. The prefix lets tests and tenants share one server.
 
 use crate::domain::{ConversationId, MessageId};
 
-/// The key prefix of one deployment (or one test).
+/// The key prefix of one deployment (or one test) and its job shards.
 #[derive(Debug, Clone)]
 pub struct KeySpace {
     prefix: String,
     jobs_stream: String,
+    shards: u16,
 }
 
 impl KeySpace {
-    pub fn new(prefix: &str, jobs_stream: &str) -> Self {
-        Self { prefix: prefix.to_owned(), jobs_stream: format!("{prefix}{jobs_stream}") }
+    pub fn new(prefix: &str, jobs_stream: &str, shards: u16) -> Self {
+        Self { prefix: prefix.to_owned(), jobs_stream: format!("{prefix}{jobs_stream}"), shards: shards.max(1) }
     }
 
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// The Redis Stream of persistence jobs.
-    pub fn jobs(&self) -> &str {
-        &self.jobs_stream
+    pub fn shard_count(&self) -> u16 {
+        self.shards
     }
 
-    /// Sorted set of conversations with owed messages (score: first owed, ms),
-    /// swept for stranded bursts.
-    pub fn owed_index(&self) -> String {
-        format!("{}owed_index", self.prefix)
+    /// The shard a conversation's keys live in (stable across processes).
+    pub fn shard_of(&self, id: &ConversationId) -> u16 {
+        // FNV-1a: tiny, stable, and spreads short ids evenly enough.
+        let hash =
+            id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % u64::from(self.shards)) as u16
     }
 
-    /// One page's sliding rate window (a hash).
-    pub fn page_rate(&self, page_id: &str) -> String {
-        format!("{}rl:page:{{{page_id}}}", self.prefix)
+    pub fn shard(&self, index: u16) -> ShardKeys {
+        ShardKeys { index, tag: format!("{{s{index}}}"), prefix: self.prefix.clone(), jobs: self.jobs_stream.clone() }
     }
 
-    /// The dead-letter stream: entries that failed too often or cannot be parsed.
-    pub fn dead_letters(&self) -> String {
-        format!("{}:dead", self.jobs_stream)
+    /// Every job shard, in order.
+    pub fn shards(&self) -> impl Iterator<Item = ShardKeys> + '_ {
+        (0..self.shards).map(|i| self.shard(i))
     }
 
     pub fn conversation(&self, id: &ConversationId) -> ConversationKeys {
-        ConversationKeys { base: format!("{}conv:{{{}}}", self.prefix, id.as_str()) }
+        let shard = self.shard(self.shard_of(id));
+        ConversationKeys { base: format!("{}conv:{}:{}", self.prefix, shard.tag, id.as_str()), shard }
     }
 }
 
-/// The keys of one conversation, all in one hash slot.
+/// The keys one job shard shares among its conversations, in their slot.
+#[derive(Debug, Clone)]
+pub struct ShardKeys {
+    pub index: u16,
+    tag: String,
+    prefix: String,
+    jobs: String,
+}
+
+impl ShardKeys {
+    /// The shard's Redis Stream of persistence jobs.
+    pub fn jobs(&self) -> String {
+        format!("{}:{}", self.jobs, self.tag)
+    }
+
+    /// Its dead-letter stream: entries that failed too often or cannot be parsed.
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead:{}", self.jobs, self.tag)
+    }
+
+    /// The last processing error of each pending entry (a hash).
+    pub fn errors(&self) -> String {
+        format!("{}:errors:{}", self.jobs, self.tag)
+    }
+
+    /// Sorted set of the shard's conversations with owed messages (score:
+    /// first owed, ms), swept for stranded bursts.
+    pub fn owed_index(&self) -> String {
+        format!("{}owed_index:{}", self.prefix, self.tag)
+    }
+
+    /// One page's sliding rate window within this shard (a hash).
+    pub fn page_rate(&self, page_id: &str) -> String {
+        format!("{}rl:page:{}:{page_id}", self.prefix, self.tag)
+    }
+}
+
+/// The keys of one conversation, all in its shard's hash slot.
 #[derive(Debug, Clone)]
 pub struct ConversationKeys {
     base: String,
+    shard: ShardKeys,
 }
 
 impl ConversationKeys {
+    /// The shard's keys (jobs stream, owed index), in the same slot.
+    pub fn shard(&self) -> &ShardKeys {
+        &self.shard
+    }
     /// Dedupe mark of one message id (24 h).
     pub fn seen(&self, message_id: &MessageId) -> String {
         format!("{}:seen:{}", self.base, message_id.as_str())
@@ -102,11 +154,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_key_of_a_conversation_shares_its_hash_tag() {
-        let keys = KeySpace::new("t1:", "jobs").conversation(&ConversationId::parse("conv_1").unwrap());
+    fn every_key_a_conversation_script_touches_shares_one_hash_tag() {
+        let space = KeySpace::new("t1:", "jobs", 16);
+        let id = ConversationId::parse("conv_1").unwrap();
+        let keys = space.conversation(&id);
         let m = MessageId::parse("m").unwrap();
-        for key in [keys.seen(&m), keys.state(), keys.context(), keys.owed(), keys.lock()] {
-            assert!(key.starts_with("t1:conv:{conv_1}:"), "{key}");
+        let tag = format!("{{s{}}}", space.shard_of(&id));
+        let shard = keys.shard();
+        for key in [
+            keys.seen(&m),
+            keys.state(),
+            keys.context(),
+            keys.owed(),
+            keys.lock(),
+            keys.known(),
+            shard.jobs(),
+            shard.dead_letters(),
+            shard.errors(),
+            shard.owed_index(),
+            shard.page_rate("page_1"),
+        ] {
+            // Redis hashes the first {…} of a key: it must be the shard's tag.
+            let first = &key[key.find('{').unwrap()..=key.find('}').unwrap()];
+            assert_eq!(first, tag, "{key}");
         }
+    }
+
+    #[test]
+    fn conversations_spread_over_every_shard() {
+        let space = KeySpace::new("", "jobs", 16);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1_000 {
+            seen.insert(space.shard_of(&ConversationId::parse(&format!("{i}_2459813")).unwrap()));
+        }
+        assert_eq!(seen.len(), 16);
+        assert_eq!(KeySpace::new("", "jobs", 1).shard_of(&ConversationId::parse("x").unwrap()), 0);
     }
 }

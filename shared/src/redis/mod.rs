@@ -7,6 +7,7 @@
 //! on `NOSCRIPT` (after a Redis restart or failover).
 
 pub mod breaker;
+pub mod connection;
 mod keys;
 mod scripts;
 mod store;
@@ -14,7 +15,8 @@ mod store;
 pub(crate) use store::now_ms;
 
 pub use breaker::{Breaker, BreakerConnection, BreakerState};
-pub use keys::{ConversationKeys, KeySpace};
+pub use connection::{RedisConnection, Timeouts};
+pub use keys::{ConversationKeys, KeySpace, ShardKeys};
 pub use store::{
     Admission, AdmitMode, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage,
     SendMark, Snapshot,

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use std::sync::Arc;
 
 use redis::{AsyncCommands, Value};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     breaker::{Breaker, BreakerConnection},
+    connection::{RedisConnection, Timeouts},
     keys::{ConversationKeys, KeySpace},
     scripts,
 };
@@ -173,25 +173,28 @@ impl ConversationStore {
     /// Builds the store without connecting: the first command connects, and a
     /// lost connection is re-established in the background.
     pub fn new(config: &Config) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.redis_url.expose())?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
+        let conn = RedisConnection::open(
+            config.redis_url.expose(),
+            config.redis_cluster,
+            Timeouts { connect: Duration::from_secs(2), response: Duration::from_secs(3) },
+        )?;
         let breaker = Arc::new(Breaker::new(config.redis_breaker_failures, config.redis_breaker_cooldown));
-        let conn = BreakerConnection::new(client.get_connection_manager_lazy(manager_config)?, breaker);
+        let conn = BreakerConnection::new(conn, breaker);
         Ok(Self {
             conn,
             degraded: Arc::default(),
-            keys: KeySpace::new(&config.redis_key_prefix, &config.jobs_stream),
+            keys: KeySpace::new(&config.redis_key_prefix, &config.jobs_stream, config.redis_shards),
             lock_ttl: config.lock_ttl,
             context_ttl: config.context_ttl,
             dedupe_ttl: config.dedupe_ttl,
             pause_ttl: config.bot_pause_ttl,
             context_max: config.context_max_messages,
             rate_max: config.rate_limit_conversation_max,
-            page_rate_max: config.rate_limit_page_max,
+            // Each shard keeps its own window of a page (a script sees one
+            // slot), so each gets an even share of the page's limit: the
+            // total never exceeds it; a page whose conversations crowd into
+            // fewer shards is limited a little early. Exact on one shard.
+            page_rate_max: config.rate_limit_page_max.div_ceil(u32::from(config.redis_shards.max(1))),
             rate_window: config.rate_limit_window,
         })
     }
@@ -233,37 +236,39 @@ impl ConversationStore {
         if pending.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
         let mut conversations: Vec<&ConversationId> = Vec::new();
-        for (conversation, message) in &pending {
-            let keys = self.keys.conversation(conversation);
-            pipe.cmd("SET")
-                .arg(keys.seen(message))
-                .arg("1")
-                .arg("NX")
-                .arg("EX")
-                .arg(self.dedupe_ttl.as_secs().max(1))
-                .ignore();
+        for (conversation, _) in &pending {
             if !conversations.contains(&conversation) {
                 conversations.push(conversation);
-                pipe.del(keys.context()).ignore();
-                pipe.cmd("SET").arg(keys.known()).arg("1").arg("EX").arg(KNOWN_TTL_SECS).ignore();
             }
         }
-        let forget = conversations.iter().map(|conversation| {
+        // One pipeline and one script per conversation (each within its
+        // slot), all sent at once.
+        let steps = conversations.iter().map(|conversation| {
             let keys = self.keys.conversation(conversation);
-            let mut invocation = scripts::FORGET.key(keys.owed());
-            invocation.key(self.keys.owed_index()).arg(conversation.as_str());
-            for (_, message) in pending.iter().filter(|(c, _)| c == *conversation) {
-                invocation.arg(message.as_str());
+            let messages: Vec<&MessageId> =
+                pending.iter().filter(|(c, _)| c == *conversation).map(|(_, m)| m).collect();
+            let mut pipe = redis::pipe();
+            for message in &messages {
+                let dedupe = self.dedupe_ttl.as_secs().max(1);
+                pipe.cmd("SET").arg(keys.seen(message)).arg("1").arg("NX").arg("EX").arg(dedupe).ignore();
             }
-            async move { invocation.invoke_async::<i64>(&mut self.conn.clone()).await }
+            pipe.del(keys.context()).ignore();
+            pipe.cmd("SET").arg(keys.known()).arg("1").arg("EX").arg(KNOWN_TTL_SECS).ignore();
+            let mut forget = scripts::FORGET.key(keys.owed());
+            forget.key(keys.shard().owed_index()).arg(conversation.as_str());
+            for message in &messages {
+                forget.arg(message.as_str());
+            }
+            let mut conn = self.conn.clone();
+            async move {
+                let () = pipe.query_async(&mut conn).await?;
+                forget.invoke_async::<i64>(&mut conn).await.map(drop)
+            }
         });
-        let mut conn = self.conn.clone();
-        let (marked, forgotten) = tokio::join!(pipe.query_async::<()>(&mut conn), futures::future::join_all(forget));
-        let restored = marked.and_then(|()| forgotten.into_iter().collect::<Result<Vec<i64>, _>>().map(|_| ()));
+        let restored = futures::future::join_all(steps).await.into_iter().collect::<Result<Vec<()>, _>>();
         match restored {
-            Ok(()) => tracing::info!(
+            Ok(_) => tracing::info!(
                 messages = pending.len(),
                 conversations = conversations.len(),
                 "redis state restored after a degraded period"
@@ -303,9 +308,9 @@ impl ConversationStore {
             .key(keys.context())
             .key(keys.owed())
             .key(keys.lock())
-            .key(self.keys.jobs())
-            .key(self.keys.owed_index())
-            .key(self.keys.page_rate(message.page_id().as_deref().unwrap_or("-")))
+            .key(keys.shard().jobs())
+            .key(keys.shard().owed_index())
+            .key(keys.shard().page_rate(message.page_id().as_deref().unwrap_or("-")))
             .key(keys.known())
             .arg(message.message_id.as_str())
             .arg(message.timestamp)
@@ -396,8 +401,8 @@ impl ConversationStore {
             .key(keys.state())
             .key(keys.context())
             .key(keys.owed())
-            .key(self.keys.jobs())
-            .key(self.keys.owed_index());
+            .key(keys.shard().jobs())
+            .key(keys.shard().owed_index());
         for text in answer.echo_texts {
             invocation.key(keys.echo(text));
         }
@@ -461,7 +466,7 @@ impl ConversationStore {
             .key(keys.context())
             .key(keys.owed())
             .key(keys.lock())
-            .key(self.keys.owed_index())
+            .key(keys.shard().owed_index())
             .arg(&token)
             .arg(millis(self.lock_ttl))
             .arg(now_ms())
@@ -497,7 +502,7 @@ impl ConversationStore {
         let keys = self.keys.conversation(conversation);
         Ok(scripts::CONVERSATION_EVENT
             .key(keys.state())
-            .key(self.keys.jobs())
+            .key(keys.shard().jobs())
             .arg(version)
             .arg(if assigned { "1" } else { "0" })
             .arg(now_ms())
@@ -550,9 +555,10 @@ impl ConversationStore {
         for id in sent_ids {
             pipe.set_ex(keys.sent(id), 1, self.dedupe_ttl.as_secs().max(1)).ignore();
         }
-        pipe.xadd(self.keys.jobs(), "*", &[("type", crate::jobs::ACTION_RESULTS), ("payload", results_job)]).ignore();
+        let jobs = keys.shard().jobs();
+        pipe.xadd(&jobs, "*", &[("type", crate::jobs::ACTION_RESULTS), ("payload", results_job)]).ignore();
         for job in retry_jobs {
-            pipe.xadd(self.keys.jobs(), "*", &[("type", crate::jobs::DELIVER_ACTION), ("payload", job)]).ignore();
+            pipe.xadd(&jobs, "*", &[("type", crate::jobs::DELIVER_ACTION), ("payload", job)]).ignore();
         }
         let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
@@ -584,14 +590,33 @@ impl ConversationStore {
         })
     }
 
-    /// Conversations that have owed messages since before `older_than_ms`.
+    /// Conversations that have owed messages since before `older_than_ms`,
+    /// oldest first, from every shard's owed index.
     pub async fn owed_conversations(&self, older_than_ms: u64, limit: usize) -> Result<Vec<String>, AppError> {
-        let ids: Vec<String> = self
-            .conn
-            .clone()
-            .zrangebyscore_limit(self.keys.owed_index(), "-inf", older_than_ms, 0, limit as isize)
-            .await?;
-        Ok(ids)
+        Ok(self.owed_since(older_than_ms, limit).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    async fn owed_since(&self, older_than_ms: u64, limit: usize) -> Result<Vec<(String, f64)>, AppError> {
+        let reads = self.keys.shards().map(|shard| {
+            let mut conn = self.conn.clone();
+            async move {
+                conn.zrangebyscore_limit_withscores::<_, _, _, Vec<(String, f64)>>(
+                    shard.owed_index(),
+                    "-inf",
+                    older_than_ms,
+                    0,
+                    limit as isize,
+                )
+                .await
+            }
+        });
+        let mut owed: Vec<(String, f64)> = Vec::new();
+        for shard in futures::future::join_all(reads).await {
+            owed.extend(shard?);
+        }
+        owed.sort_by(|a, b| a.1.total_cmp(&b.1));
+        owed.truncate(limit);
+        Ok(owed)
     }
 
     /// Conversations owed answers since before `older_than_ms`, with that time
@@ -601,20 +626,14 @@ impl ConversationStore {
         older_than_ms: u64,
         limit: usize,
     ) -> Result<Vec<(String, f64, bool)>, AppError> {
-        let owed: Vec<(String, f64)> = self
-            .conn
-            .clone()
-            .zrangebyscore_limit_withscores(self.keys.owed_index(), "-inf", older_than_ms, 0, limit as isize)
-            .await?;
-        if owed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for (id, _) in &owed {
+        let owed = self.owed_since(older_than_ms, limit).await?;
+        // EXISTS over many keys: the cluster client splits it by slot.
+        let checks = owed.iter().map(|(id, _)| {
             let key = ConversationId::parse(id).map(|c| self.keys.conversation(&c).lock()).unwrap_or_default();
-            pipe.exists(key);
-        }
-        let locks: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
+            let mut conn = self.conn.clone();
+            async move { conn.exists::<_, bool>(key).await }
+        });
+        let locks = futures::future::join_all(checks).await.into_iter().collect::<Result<Vec<bool>, _>>()?;
         Ok(owed.into_iter().zip(locks).map(|((id, since), locked)| (id, since, locked)).collect())
     }
 
@@ -623,14 +642,17 @@ impl ConversationStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            let keys = ConversationId::parse(id).map(|c| self.keys.conversation(&c)).ok();
-            let (lock, ctx, owed) = keys.map(|k| (k.lock(), k.context(), k.owed())).unwrap_or_default();
-            pipe.exists(lock).zcard(ctx).zcard(owed);
-        }
-        let flat: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(flat.chunks(3).map(|c| (c[0] == 1, c[1], c[2])).collect())
+        // One pipeline per conversation (one slot each), sent together.
+        let reads =
+            ids.iter().map(|id| {
+                let keys = ConversationId::parse(id).map(|c| self.keys.conversation(&c)).ok();
+                let (lock, ctx, owed) = keys.map(|k| (k.lock(), k.context(), k.owed())).unwrap_or_default();
+                let mut conn = self.conn.clone();
+                async move {
+                    redis::pipe().exists(lock).zcard(ctx).zcard(owed).query_async::<(bool, u64, u64)>(&mut conn).await
+                }
+            });
+        Ok(futures::future::join_all(reads).await.into_iter().collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Bot back on: the pause and the assignment flag are cleared.
@@ -646,19 +668,17 @@ impl ConversationStore {
     /// cleanup, Postgres is never touched. Returns (state keys scanned,
     /// conversations removed, keys removed).
     pub async fn cleanup(&self, cutoff_ms: u64) -> Result<(u64, u64, u64), AppError> {
-        let pattern = format!("{}conv:{{*}}:state", self.keys.prefix());
+        let pattern = format!("{}conv:{{s*}}:*:state", self.keys.prefix());
         let mut conn = self.conn.clone();
-        let states: Vec<String> = {
-            let iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
-            iter.filter_map(|k| async move { k.ok() }).collect().await
-        };
+        // Every primary of a cluster is scanned (a plain SCAN sees one node).
+        let states: Vec<String> = self.conn.inner().scan_keys(&pattern).await?;
         let (mut removed, mut keys_removed) = (0u64, 0u64);
         let now = now_ms();
         for state in &states {
-            // The id sits between the hash tag's braces.
+            // The id follows the shard's hash tag: `…conv:{sN}:<id>:state`.
             let base = state.trim_end_matches(":state");
-            let (Some(open), Some(close)) = (base.find('{'), base.rfind('}')) else { continue };
-            let Ok(conversation) = ConversationId::parse(&base[open + 1..close]) else { continue };
+            let Some(close) = base.find("}:") else { continue };
+            let Ok(conversation) = ConversationId::parse(&base[close + 2..]) else { continue };
             let keys = self.keys.conversation(&conversation);
             if keys.state() != *state {
                 continue; // a key that only looks like a state key
@@ -675,7 +695,7 @@ impl ConversationStore {
             if deleted > 0 {
                 removed += 1;
                 keys_removed += deleted;
-                let _: () = conn.zrem(self.keys.owed_index(), conversation.as_str()).await?;
+                let _: () = conn.zrem(keys.shard().owed_index(), conversation.as_str()).await?;
             }
         }
         Ok((states.len() as u64, removed, keys_removed))
@@ -703,9 +723,31 @@ impl ConversationStore {
         Ok(removed == 1)
     }
 
-    /// Appends one job to the stream (jobs that need no atomic partner).
-    pub async fn enqueue(&self, kind: &str, payload: &str) -> Result<(), AppError> {
-        let _: String = self.conn.clone().xadd(self.keys.jobs(), "*", &[("type", kind), ("payload", payload)]).await?;
+    /// The job streams summed over every shard: (entries, pending in
+    /// `group`, dead letters). A group not created yet counts 0 pending.
+    pub async fn queue_totals(&self, group: &str) -> Result<(u64, u64, u64), AppError> {
+        let reads = self.keys.shards().map(|shard| {
+            let mut conn = self.conn.clone();
+            async move {
+                let (depth, dead): (u64, u64) =
+                    redis::pipe().xlen(shard.jobs()).xlen(shard.dead_letters()).query_async(&mut conn).await?;
+                let pending: Result<redis::streams::StreamPendingReply, _> = conn.xpending(shard.jobs(), group).await;
+                Ok::<_, redis::RedisError>((depth, pending.map(|r| r.count() as u64).unwrap_or(0), dead))
+            }
+        });
+        let mut totals = (0, 0, 0);
+        for shard in futures::future::join_all(reads).await {
+            let (depth, pending, dead) = shard?;
+            totals = (totals.0 + depth, totals.1 + pending, totals.2 + dead);
+        }
+        Ok(totals)
+    }
+
+    /// Appends one job of a conversation to its shard's stream (jobs that
+    /// need no atomic partner).
+    pub async fn enqueue(&self, conversation: &ConversationId, kind: &str, payload: &str) -> Result<(), AppError> {
+        let jobs = self.keys.conversation(conversation).shard().jobs();
+        let _: String = self.conn.clone().xadd(jobs, "*", &[("type", kind), ("payload", payload)]).await?;
         Ok(())
     }
 }

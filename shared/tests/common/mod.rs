@@ -10,13 +10,20 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{Router, body::Bytes, extract::State, http::Uri};
 use http::{HeaderMap, Method, Request, StatusCode};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use switchboard::{App, Config, ai::AiProvider, app::http_client};
+use switchboard::{
+    App, Config,
+    ai::AiProvider,
+    app::http_client,
+    domain::ConversationId,
+    redis::{KeySpace, RedisConnection, ShardKeys, Timeouts},
+};
 
 pub const TOKEN: &str = "test-pancake-token";
 
@@ -24,8 +31,21 @@ pub fn database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// One node, or a Redis Cluster's node list (`scripts/test` runs the
+/// message-path and consumer suites against a 3-master cluster this way).
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A connection to `url`, single node or cluster (a comma-separated list).
+pub fn redis_at(url: &str) -> RedisConnection {
+    let timeouts = Timeouts { connect: Duration::from_secs(2), response: Duration::from_secs(5) };
+    RedisConnection::open(url, url.contains(','), timeouts).unwrap()
+}
+
+/// Parses a conversation id (test shorthand).
+pub fn cid(id: &str) -> ConversationId {
+    ConversationId::parse(id).unwrap()
 }
 
 /// The seed-001 example request.
@@ -121,10 +141,19 @@ impl TestEnv {
         switchboard::consumer::Consumer::connect(self.app.clone(), "test-consumer").await.unwrap()
     }
 
-    /// Appends one raw entry to the jobs stream.
+    pub fn keys(&self) -> &KeySpace {
+        self.app.store.keys()
+    }
+
+    /// The first job shard (the only one on a single node): raw entries go here.
+    pub fn shard0(&self) -> ShardKeys {
+        self.keys().shard(0)
+    }
+
+    /// Appends one raw entry to the (first shard's) jobs stream.
     pub async fn xadd(&self, fields: &[(&str, &str)]) {
         let mut conn = self.redis().await;
-        let _: String = conn.xadd(format!("{}jobs", self.prefix), "*", fields).await.unwrap();
+        let _: String = conn.xadd(self.shard0().jobs(), "*", fields).await.unwrap();
     }
 
     pub async fn post_webhook(&self, token: Option<&str>, body: &[u8]) -> (StatusCode, Value) {
@@ -162,16 +191,26 @@ impl TestEnv {
         (status, headers, value)
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    /// A connection to this test's Redis (one node or a cluster).
+    pub async fn redis(&self) -> RedisConnection {
+        redis_at(self.env.get("REDIS_URL").map(String::as_str).unwrap_or(&redis_url()))
     }
 
-    /// Every entry of the jobs stream as (type, outcome, payload).
+    /// Every entry of every job shard as (type, outcome, payload), in id
+    /// (time) order.
     pub async fn stream(&self) -> Vec<(String, Option<String>, Value)> {
         let mut conn = self.redis().await;
-        let reply: redis::streams::StreamRangeReply = conn.xrange_all(format!("{}jobs", self.prefix)).await.unwrap();
-        reply
-            .ids
+        let mut entries = Vec::new();
+        for shard in self.keys().shards() {
+            let reply: redis::streams::StreamRangeReply = conn.xrange_all(shard.jobs()).await.unwrap();
+            entries.extend(reply.ids);
+        }
+        let order = |id: &str| {
+            let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+            (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+        };
+        entries.sort_by_key(|e| order(&e.id));
+        entries
             .into_iter()
             .map(|entry| {
                 let get = |k: &str| entry.get::<String>(k);
@@ -209,6 +248,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let schema = self.schema.clone();
         let prefix = self.prefix.clone();
+        let url = self.env.get("REDIS_URL").cloned().unwrap_or_else(redis_url);
         // Drop runs outside async context guarantees: clean up on a thread
         // with its own runtime so it works whether or not the test panicked.
         let _ = std::thread::spawn(move || {
@@ -218,12 +258,10 @@ impl Drop for TestEnv {
                     tokio::spawn(conn);
                     let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
                 }
-                if let Ok(mut conn) = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await
-                {
-                    let keys = scan_keys(&mut conn, &prefix).await;
-                    for chunk in keys.chunks(500) {
-                        let _: Result<(), _> = conn.del(chunk).await;
-                    }
+                let mut conn = redis_at(&url);
+                let keys = scan_keys(&mut conn, &prefix).await;
+                for key in keys {
+                    let _: Result<(), _> = conn.del(key).await;
                 }
             });
         })
@@ -231,14 +269,9 @@ impl Drop for TestEnv {
     }
 }
 
-use futures::StreamExt as _;
-
-/// Every key under `prefix`.
-pub async fn scan_keys(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<String> {
-    match conn.scan_match::<_, String>(format!("{prefix}*")).await {
-        Ok(iter) => iter.filter_map(|k| async move { k.ok() }).collect().await,
-        Err(_) => Vec::new(),
-    }
+/// Every key under `prefix` (on every primary of a cluster).
+pub async fn scan_keys(conn: &mut RedisConnection, prefix: &str) -> Vec<String> {
+    conn.scan_keys(&format!("{prefix}*")).await.unwrap_or_default()
 }
 
 /// One request a stub server received.
