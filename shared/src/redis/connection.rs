@@ -42,7 +42,7 @@ impl std::fmt::Debug for RedisConnection {
 #[derive(Clone)]
 #[allow(missing_debug_implementations)] // the client holds credentials
 pub struct LazyCluster {
-    client: ClusterClient,
+    client: Arc<ClusterClient>,
     cell: Arc<OnceCell<ClusterConnection>>,
 }
 
@@ -71,7 +71,7 @@ impl RedisConnection {
                 .response_timeout(timeouts.response)
                 .retries(2)
                 .build()?;
-            return Ok(Self::Cluster(LazyCluster { client, cell: Arc::default() }));
+            return Ok(Self::Cluster(LazyCluster { client: Arc::new(client), cell: Arc::default() }));
         }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
