@@ -57,3 +57,60 @@ ensure_cfn_lint() {
   hash -r
   command -v cfn-lint >/dev/null
 }
+
+# A free port p below 55536 whose cluster-bus port p+10000 is free too.
+free_cluster_port() {
+  python3 -c '
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 45000)
+    if free(p) and free(p + 10000):
+        print(p); break'
+}
+
+# Starts a throwaway 3-master Redis Cluster on spare loopback ports (about
+# 4 s) and exports REDIS_CLUSTER_URL (its node list, as REDIS_URL takes it).
+# The nodes are shut down when the calling script exits.
+start_redis_cluster() {
+  local dir ports=() port
+  dir="$(mktemp -d /tmp/switchboard-cluster.XXXXXX)"
+  for _ in 1 2 3; do
+    port="$(free_cluster_port)"
+    mkdir -p "$dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file "$dir/$port/nodes.conf" --dir "$dir/$port" --save "" --appendonly no \
+      --daemonize yes --logfile "$dir/$port/redis.log" --pidfile "$dir/$port/redis.pid"
+    ports+=("$port")
+  done
+  CLUSTER_DIR="$dir"
+  CLUSTER_PORTS="${ports[*]}"
+  trap stop_redis_cluster EXIT
+  for port in "${ports[@]}"; do
+    wait_port 127.0.0.1 "$port" 20 || { echo "cluster node $port did not start" >&2; return 1; }
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 --cluster-yes >/dev/null
+  local i
+  for ((i = 0; i < 100; i++)); do
+    redis-cli -p "${ports[0]}" cluster info | grep -q 'cluster_state:ok' && break
+    sleep 0.1
+  done
+  REDIS_CLUSTER_URL="$(printf 'redis://127.0.0.1:%s,' "${ports[@]}")"
+  export REDIS_CLUSTER_URL="${REDIS_CLUSTER_URL%,}"
+}
+
+stop_redis_cluster() {
+  local port
+  for port in ${CLUSTER_PORTS:-}; do
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  done
+  [[ -n "${CLUSTER_DIR:-}" ]] && rm -rf "$CLUSTER_DIR"
+  CLUSTER_PORTS=""
+}

@@ -1,5 +1,6 @@
 //! Cache key names: one hash tag per kind (`{cache:<kind>}`) so a cache
-//! read (one `MGET` of generations and entry) stays in one cluster slot.
+//! read (one `MGET` of generations and entry) stays in one cluster slot;
+//! the figures of all kinds share one hash, so a flush is one pipeline.
 
 use super::CacheKind;
 
@@ -29,7 +30,8 @@ impl CacheKeys {
         format!("{}:v:{scope}:{key}", self.base(kind))
     }
 
-    pub(super) fn stats(&self, kind: CacheKind) -> String {
-        format!("{}cache:stats:{}", self.prefix, kind.as_str())
+    /// Hit/miss figures of every kind, one hash (one slot).
+    pub(super) fn stats(&self) -> String {
+        format!("{}cache:stats", self.prefix)
     }
 }

@@ -16,8 +16,8 @@
 //! instance reads the same figures without an extra round trip per message.
 //!
 //! Keys: `{prefix}cache:{<kind>}:gen`, `…:gen:<scope>`, `…:v:<scope>:<key>`,
-//! `{prefix}cache:stats:<kind>`; one hash tag per kind keeps one read's keys
-//! in one cluster slot.
+//! `{prefix}cache:stats` (fields `<kind>:hits`, …); one hash tag per kind
+//! keeps one read's keys in one cluster slot.
 
 mod keys;
 
@@ -185,24 +185,25 @@ impl Cache {
         Ok(())
     }
 
-    /// Everything, in one round trip (one `INCR` per kind).
+    /// Everything: one `INCR` per kind, sent together (each kind has its
+    /// own hash tag, so on a cluster they cannot share a pipeline).
     pub async fn invalidate_all(&self) -> Result<(), AppError> {
-        let mut pipe = redis::pipe();
-        for kind in CacheKind::ALL {
-            pipe.incr(self.keys.kind_gen(kind), 1).ignore();
+        let bumps = CacheKind::ALL.map(|kind| {
+            let mut conn = self.conn.clone();
+            let key = self.keys.kind_gen(kind);
+            async move { conn.incr::<_, _, i64>(key, 1).await }
+        });
+        for bumped in futures::future::join_all(bumps).await {
+            bumped?;
         }
-        let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 
     /// Current generations (for the cache health endpoint).
     pub async fn generations(&self) -> Result<Vec<(&'static str, i64)>, AppError> {
         let keys: Vec<String> = CacheKind::ALL.iter().map(|k| self.keys.kind_gen(*k)).collect();
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.get(key);
-        }
-        let values: Vec<Option<i64>> = pipe.query_async(&mut self.conn.clone()).await?;
+        // MGET over several slots: the cluster client splits it.
+        let values: Vec<Option<i64>> = redis::cmd("MGET").arg(&keys).query_async(&mut self.conn.clone()).await?;
         Ok(CacheKind::ALL.iter().zip(values).map(|(k, v)| (k.as_str(), v.unwrap_or(0))).collect())
     }
 
@@ -250,14 +251,16 @@ impl Cache {
                 continue;
             }
             any = true;
-            let key = self.keys.stats(kind);
-            pipe.hincr(&key, "hits", c.hits)
+            // One hash for every kind (one slot): a field per kind and figure.
+            let key = self.keys.stats();
+            let field = |name: &str| format!("{}:{name}", kind.as_str());
+            pipe.hincr(&key, field("hits"), c.hits)
                 .ignore()
-                .hincr(&key, "misses", c.misses)
+                .hincr(&key, field("misses"), c.misses)
                 .ignore()
-                .hincr(&key, "latency_us", c.latency_us)
+                .hincr(&key, field("latency_us"), c.latency_us)
                 .ignore()
-                .hincr(&key, "reads", c.reads)
+                .hincr(&key, field("reads"), c.reads)
                 .ignore();
         }
         if any {
@@ -281,19 +284,13 @@ impl Cache {
 
     /// The figures of every kind, from Redis.
     pub async fn metrics(&self) -> Result<Vec<(&'static str, KindMetrics)>, AppError> {
-        let mut pipe = redis::pipe();
-        for kind in CacheKind::ALL {
-            pipe.hgetall(self.keys.stats(kind));
-        }
-        let all: Vec<std::collections::HashMap<String, u64>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let stats: std::collections::HashMap<String, u64> = self.conn.clone().hgetall(self.keys.stats()).await?;
         Ok(CacheKind::ALL
             .iter()
-            .zip(all)
-            .map(|(kind, stats)| {
-                let hits = stats.get("hits").copied().unwrap_or(0);
-                let misses = stats.get("misses").copied().unwrap_or(0);
-                let reads = stats.get("reads").copied().unwrap_or(0);
-                let latency = stats.get("latency_us").copied().unwrap_or(0);
+            .map(|kind| {
+                let figure = |name: &str| stats.get(&format!("{}:{name}", kind.as_str())).copied().unwrap_or(0);
+                let (hits, misses, reads, latency) =
+                    (figure("hits"), figure("misses"), figure("reads"), figure("latency_us"));
                 (
                     kind.as_str(),
                     KindMetrics {

@@ -50,6 +50,12 @@ impl KeySpace {
         (0..self.shards).map(|i| self.shard(i))
     }
 
+    /// One page's own sliding rate window (a hash, tagged by the page): the
+    /// window used with several shards, checked before admit.
+    pub fn page_rate(&self, page_id: &str) -> String {
+        format!("{}rl:page:{{{page_id}}}", self.prefix)
+    }
+
     pub fn conversation(&self, id: &ConversationId) -> ConversationKeys {
         let shard = self.shard(self.shard_of(id));
         ConversationKeys { base: format!("{}conv:{}:{}", self.prefix, shard.tag, id.as_str()), shard }
@@ -87,7 +93,8 @@ impl ShardKeys {
         format!("{}owed_index:{}", self.prefix, self.tag)
     }
 
-    /// One page's sliding rate window within this shard (a hash).
+    /// One page's sliding rate window within this shard (a hash): admit's
+    /// in-script window, exact when there is one shard.
     pub fn page_rate(&self, page_id: &str) -> String {
         format!("{}rl:page:{}:{page_id}", self.prefix, self.tag)
     }

@@ -190,11 +190,7 @@ impl ConversationStore {
             pause_ttl: config.bot_pause_ttl,
             context_max: config.context_max_messages,
             rate_max: config.rate_limit_conversation_max,
-            // Each shard keeps its own window of a page (a script sees one
-            // slot), so each gets an even share of the page's limit: the
-            // total never exceeds it; a page whose conversations crowd into
-            // fewer shards is limited a little early. Exact on one shard.
-            page_rate_max: config.rate_limit_page_max.div_ceil(u32::from(config.redis_shards.max(1))),
+            page_rate_max: config.rate_limit_page_max,
             rate_window: config.rate_limit_window,
         })
     }
@@ -301,6 +297,25 @@ impl ConversationStore {
             SenderType::Agent => "agent",
             _ => "other",
         };
+        // The page window: inside admit on one shard (exact, no extra round
+        // trip); with several shards a page's conversations live in other
+        // slots, so its own window is checked first (one more round trip,
+        // and a duplicate or paused message counts against the page too).
+        let page = message.page_id().filter(|_| self.page_rate_max > 0);
+        let page_in_script = page.is_some() && self.keys.shard_count() == 1;
+        let page_verdict = match page {
+            Some(page) if !page_in_script && message.sender_type.is_customer() => {
+                let wait: u64 = scripts::PAGE_RATE
+                    .key(self.keys.page_rate(&page))
+                    .arg(now_ms())
+                    .arg(millis(self.rate_window))
+                    .arg(self.page_rate_max)
+                    .invoke_async(&mut self.conn.clone())
+                    .await?;
+                if wait > 0 { wait.to_string() } else { String::new() }
+            }
+            _ => String::new(),
+        };
         let token = uuid::Uuid::new_v4().simple().to_string();
         let reply: Value = scripts::ADMIT
             .key(keys.seen(&message.message_id))
@@ -337,8 +352,9 @@ impl ConversationStore {
                 AdmitMode::Sync => "",
                 AdmitMode::Defer { process_job } => process_job,
             })
-            .arg(if message.page_id().is_some() { self.page_rate_max } else { 0 })
+            .arg(if page_in_script { self.page_rate_max } else { 0 })
             .arg(KNOWN_TTL_SECS)
+            .arg(page_verdict)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();

@@ -1,11 +1,12 @@
 -- admit: one atomic step for every incoming message of one conversation.
--- All KEYS share the conversation's hash tag, except KEYS[6] (the jobs stream),
--- which is why single-node Redis is required until the stream is sharded.
+-- All KEYS share one hash tag: the conversation's job shard (see keys.rs),
+-- so the script runs on Redis Cluster.
 --
 -- KEYS: 1 seen:<message_id>  2 state (hash)  3 ctx (zset by timestamp)
---       4 owed (zset by arrival seq)  5 lock  6 jobs stream
---       7 owed index (global zset: conversations with owed messages, for the
---         stranded-burst sweep)  8 the page's rate window (global hash)
+--       4 owed (zset by arrival seq)  5 lock  6 the shard's jobs stream
+--       7 the shard's owed index (zset: conversations with owed messages,
+--         for the stranded-burst sweep)  8 the page's rate window in this
+--         shard (used with one shard only; see ARGV[22])
 --       9 known mark (the conversation existed before; 30 days)
 -- ARGV: 1 message_id  2 timestamp  3 context entry (JSON)  4 sender kind
 --       (customer | agent | other)  5 persist job (JSON)  6 lock token
@@ -14,7 +15,8 @@
 --       15 conversation id  16 page id ('' = unknown)  17 assistant id ('')
 --       18 mode: 'sync' (try the lock now) | 'defer' (enqueue a process job)
 --       19 process job (JSON, defer mode)  20 page rate max (0 = off)
---       21 known mark ttl s
+--       21 known mark ttl s  22 page verdict from page_rate.lua ('' = not
+--       limited or not checked; else seconds to wait)
 --
 -- Returns {'duplicate'} | {'stored'} | {'bot_paused'} | {'rate_limited', secs}
 --       | {'locked'} | {'queued'}
@@ -102,6 +104,13 @@ if max > 0 then
     return limited(start)
   end
   for _, v in ipairs({'rl_start_ms', start, 'rl_count', count + 1, 'rl_prev', prev}) do table.insert(fields, v) end
+end
+-- A page window checked before this script (several job shards, see
+-- page_rate.lua): ARGV[22] is '' or the seconds until the page frees up.
+if ARGV[22] ~= '' then
+  save_state()
+  persist('rate_limited')
+  return {'rate_limited', ARGV[22]}
 end
 -- Per page (KEYS[8]; ARGV[20] = its limit, 0 = off or no page): protects the
 -- page's Pancake send quota from one busy page's burst of conversations.
