@@ -107,11 +107,24 @@ async fn admit(
         _ => classify_customer(app, client, conversation).await?,
     };
     let tx = client.transaction().await?;
-    tx.execute("SELECT set_config('switchboard.admitted_via', 'postgres', true)", &[]).await?;
     let row = MessageRow { job: PersistMessage::of(message), outcome: outcome.into() };
-    writer::write_in(&*tx, &Batch { messages: vec![row], ..Batch::default() }).await?;
-    tx.commit().await?;
-    Ok(result)
+    let written = async {
+        tx.execute("SELECT set_config('switchboard.admitted_via', 'postgres', true)", &[]).await?;
+        writer::write_in(&*tx, &Batch { messages: vec![row], ..Batch::default() }).await
+    }
+    .await;
+    match written {
+        // Rolled back explicitly (see `answer_owed`): its row locks must not
+        // outlive a request that is answering 503.
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err.into())
+        }
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(result)
+        }
+    }
 }
 
 /// A customer message: paused (a human has the conversation), over the
@@ -163,49 +176,26 @@ async fn answer_owed(
     // owed is answered with the conversation's next message.
     while first.is_none() || started.elapsed() < config.lock_ttl {
         let tx = client.transaction().await?;
-        let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", &[&conversation.as_str()])
-            .await?
-            .get(0);
-        if !locked {
-            break;
-        }
-        let mut owed = uncovered(&*tx, conversation).await?;
-        if owed.is_empty() {
-            break;
-        }
-        let fence: i64 = tx
-            .query_one(
-                "SELECT GREATEST(COALESCE((SELECT fence FROM conversations WHERE conversation_id = $1), 0) + 1,
-                                 (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)",
-                &[&conversation.as_str()],
-            )
-            .await?
-            .get(0);
-        let mut restarts = 0;
-        let draft = loop {
-            let mut context = pipeline::load_history(&*tx, conversation, config.context_max_messages).await?;
-            context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
-            let snapshot = Snapshot { context, owed: owed.clone(), returning: true };
-            let request = AiRequest {
-                assistant,
-                conversation_id: conversation.as_str(),
-                context: &snapshot.context,
-                pending: &owed,
-            };
-            let outcome = pipeline::answer(app, assistant, request).await;
-            let draft = pipeline::draft(app, conversation, fence, &snapshot, assistant, page_id, outcome).await;
-            let latest = uncovered(&*tx, conversation).await?;
-            if latest.len() > owed.len() && restarts < config.max_restarts {
-                tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
-                owed = latest;
-                restarts += 1;
-                continue;
+        // Every way out ends the transaction explicitly: a dropped one only
+        // queues its ROLLBACK, and a Lambda frozen right after answering
+        // would keep the advisory lock (and the connection) until it thaws.
+        let round = match answer_round(app, &tx, conversation, assistant, page_id).await {
+            Ok(Some(round)) => round,
+            Ok(None) => {
+                tx.rollback().await?;
+                break;
             }
-            break draft;
+            Err(err) => {
+                let _ = tx.rollback().await;
+                return Err(err);
+            }
         };
+        let (draft, fence, restarts) = round;
         let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, .. } = draft;
-        writer::write_in(&*tx, &Batch { answers: vec![answer_job], ..Batch::default() }).await?;
+        if let Err(err) = writer::write_in(&*tx, &Batch { answers: vec![answer_job], ..Batch::default() }).await {
+            let _ = tx.rollback().await;
+            return Err(err.into());
+        }
         tx.commit().await?;
 
         let started = Instant::now();
@@ -236,6 +226,57 @@ async fn answer_owed(
         first.get_or_insert(answered);
     }
     Ok(first.map_or(Outcome::Locked, Outcome::Completed))
+}
+
+/// One round under the lock, inside `tx`: `None` when the lock is taken
+/// (its holder covers what is owed) or nothing is owed; else the answer
+/// drafted for everything owed (restarting while more arrives, bounded),
+/// with its fencing number and restart count.
+async fn answer_round(
+    app: &App,
+    tx: &deadpool_postgres::Transaction<'_>,
+    conversation: &ConversationId,
+    assistant: &crate::domain::Assistant,
+    page_id: Option<&str>,
+) -> Result<Option<(Draft, i64, u32)>, AppError> {
+    let config = &app.config;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", &[&conversation.as_str()])
+        .await?
+        .get(0);
+    if !locked {
+        return Ok(None);
+    }
+    let mut owed = uncovered(&**tx, conversation).await?;
+    if owed.is_empty() {
+        return Ok(None);
+    }
+    let fence: i64 = tx
+        .query_one(
+            "SELECT GREATEST(COALESCE((SELECT fence FROM conversations WHERE conversation_id = $1), 0) + 1,
+                             (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)",
+            &[&conversation.as_str()],
+        )
+        .await?
+        .get(0);
+    let mut restarts = 0;
+    loop {
+        let mut context = pipeline::load_history(&**tx, conversation, config.context_max_messages).await?;
+        context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+        let snapshot = Snapshot { context, owed: owed.clone(), returning: true };
+        let request =
+            AiRequest { assistant, conversation_id: conversation.as_str(), context: &snapshot.context, pending: &owed };
+        let outcome = pipeline::answer(app, assistant, request).await;
+        let draft = pipeline::draft(app, conversation, fence, &snapshot, assistant, page_id, outcome).await;
+        let latest = uncovered(&**tx, conversation).await?;
+        if latest.len() > owed.len() && restarts < config.max_restarts {
+            tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
+            owed = latest;
+            restarts += 1;
+            continue;
+        }
+        return Ok(Some((draft, fence, restarts)));
+    }
 }
 
 async fn uncovered(db: &impl GenericClient, conversation: &ConversationId) -> Result<Vec<OwedMessage>, AppError> {

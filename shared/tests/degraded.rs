@@ -268,3 +268,16 @@ async fn a_message_owed_in_redis_but_answered_from_postgres_is_not_answered_agai
     assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'm1' = ANY(covered_message_ids)").await, 1);
     drop(redis_server);
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_cluster_opens_the_breaker_too() {
+    let env = TestEnv::with(
+        &[("REDIS_URL", "redis://127.0.0.1:1,redis://127.0.0.1:2"), ("REDIS_BREAKER_FAILURES", "1")],
+        None,
+    )
+    .await;
+    assert!(env.app.config.redis_cluster);
+    let (status, body) = trip(&env.app, &message("cl", "m1", "xin chào", 1.0)).await;
+    assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
+    assert_eq!(body["result"]["storage_backend"], "Postgres");
+}

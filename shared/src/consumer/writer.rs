@@ -57,8 +57,15 @@ impl Batch {
 /// Writes the batch in one transaction.
 pub async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    write_in(&tx, batch).await?;
-    tx.commit().await
+    match write_in(&tx, batch).await {
+        Ok(()) => tx.commit().await,
+        // Rolled back now, not on drop (which only queues the ROLLBACK): a
+        // Lambda frozen right after would otherwise keep its row locks.
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
 }
 
 /// Writes the batch inside the caller's transaction (the degraded path

@@ -122,10 +122,20 @@ impl Breaker {
     }
 }
 
-/// Refused, dropped or timed out: Redis (or the path to it) is away. Any
-/// reply from the server, error replies included, is not.
+/// Refused, dropped or timed out: Redis (or the path to it) is away. So is
+/// a cluster with no reachable node for the slot, or one that says it is
+/// down. Any other reply from the server, error replies included, is not.
 fn is_connection_failure(err: &RedisError) -> bool {
-    err.is_io_error() || err.is_connection_refusal() || err.is_timeout() || err.is_connection_dropped()
+    use redis::{ErrorKind, ServerErrorKind};
+    err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || matches!(
+            err.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(ServerErrorKind::ClusterDown | ServerErrorKind::MasterDown)
+        )
 }
 
 fn refused() -> RedisError {
