@@ -14,8 +14,9 @@
 //! - [`telemetry`]: JSON tracing for CloudWatch.
 //! - [`app`]: the clients built once per cold start.
 //! - [`cache`]: the versioned Redis cache (assistants, schemas, threads, answers) and its metrics.
-//! - [`redis`]: keys, Lua scripts, the circuit breaker and the conversation store (admit, heartbeat,
-//!   complete, cancel) plus the `jobs` stream.
+//! - [`redis`]: the single-node/cluster connection, the circuit breaker, keys in
+//!   job shards, Lua scripts and the conversation store (admit, heartbeat,
+//!   complete, cancel) plus the sharded `jobs` streams.
 //! - [`postgres`]: the pool, migrations and assistant lookups.
 //! - [`ai`]: the AI provider trait and its embedded, HTTP and OpenAI providers.
 //! - [`actions`]: extraction and validation of the seven action types.

@@ -1,6 +1,6 @@
-//! The background consumer of the `jobs` stream (DESIGN §6–7).
+//! The background consumer of the `jobs` streams (DESIGN §6–7).
 //!
-//! A consumer group reads the stream; each read batch is written to Postgres
+//! A consumer group reads every job shard's stream (one, on a single node); each read batch is written to Postgres
 //! in one transaction ([`writer`]) and acknowledged (`XACK`) only after the
 //! commit. Side-effect jobs — answering a conversation in the background
 //! (`process_conversation`, `redrive_conversation`) and retrying a Pancake
@@ -15,7 +15,7 @@
 //! - Postgres unreachable: nothing is acknowledged and [`Consumer::run_until`]
 //!   backs off; the backlog drains when it returns;
 //! - an entry that fails stays pending and is retried after `claim_idle`
-//!   (the retry backoff); after `max_deliveries` it moves to `jobs:dead` with
+//!   (the retry backoff); after `max_deliveries` it moves to its shard's `jobs:dead` with
 //!   its last error; an unparseable entry goes there at once and never blocks
 //!   its batch;
 //! - a batch that fails for one bad row is split and written entry by entry,
