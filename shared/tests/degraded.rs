@@ -90,11 +90,11 @@ async fn with_redis_unreachable_messages_are_answered_from_postgres_once_the_bre
     assert_eq!(health["circuit_breaker"]["state"], "open");
 }
 
-#[tokio::test]
-async fn a_message_stored_in_degraded_mode_but_never_answered_is_answered_on_retry() {
+/// An App whose breaker is already open, with one customer message already
+/// in Postgres as `admitted_via` says (`redis`: the consumer stored it).
+async fn degraded_with_stored(conversation: &str, id: &str, text: &str, admitted_via: &str) -> TestEnv {
     let env = TestEnv::with(&[("REDIS_URL", NO_REDIS), ("REDIS_BREAKER_FAILURES", "1")], None).await;
     trip(&env.app, &message("warmup", "w1", "hello", 1.0)).await;
-    // As if the first attempt stored the message and then lost Postgres.
     env.app
         .db
         .get()
@@ -102,11 +102,18 @@ async fn a_message_stored_in_degraded_mode_but_never_answered_is_answered_on_ret
         .unwrap()
         .execute(
             "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp, admitted_via)
-             VALUES ('half', 'h1', 'user_1', 'user', 'giá bao nhiêu?', 1, 'postgres')",
-            &[],
+             VALUES ($1, $2, 'user_1', 'user', $3, 1, $4)",
+            &[&conversation, &id, &text, &admitted_via],
         )
         .await
         .unwrap();
+    env
+}
+
+#[tokio::test]
+async fn a_message_stored_in_degraded_mode_but_never_answered_is_answered_on_retry() {
+    // As if the first attempt stored the message and then lost Postgres.
+    let env = degraded_with_stored("half", "h1", "giá bao nhiêu?", "postgres").await;
     let (status, _, body) = post(&env.app, &message("half", "h1", "giá bao nhiêu?", 1.0)).await;
     assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
     assert_eq!(env.count("SELECT COUNT(*) FROM messages WHERE message_id = 'h1'").await, 1);
@@ -115,21 +122,8 @@ async fn a_message_stored_in_degraded_mode_but_never_answered_is_answered_on_ret
 
 #[tokio::test]
 async fn a_message_admitted_through_redis_is_never_answered_again_from_postgres() {
-    let env = TestEnv::with(&[("REDIS_URL", NO_REDIS), ("REDIS_BREAKER_FAILURES", "1")], None).await;
-    trip(&env.app, &message("warmup", "w1", "hello", 1.0)).await;
     // Stored by the consumer before the outage; its answer belongs to Redis' path.
-    env.app
-        .db
-        .get()
-        .await
-        .unwrap()
-        .execute(
-            "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp)
-             VALUES ('before', 'b1', 'user_1', 'user', 'xin chào', 1)",
-            &[],
-        )
-        .await
-        .unwrap();
+    let env = degraded_with_stored("before", "b1", "xin chào", "redis").await;
     let (_, _, body) = post(&env.app, &message("before", "b1", "xin chào", 1.0)).await;
     assert_eq!(body["result"]["status"], "duplicate", "{body}");
     assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE conversation_id = 'before'").await, 0);

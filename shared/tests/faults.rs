@@ -82,6 +82,28 @@ fn report(fault: &str, sent: usize, stored: i64, duplicated: i64) {
     println!("| {fault} | {sent} | {stored} | {duplicated} | {lost} |");
 }
 
+/// Posts `body` to a gateway until it is accepted (a `503` or a refused
+/// connection is retried after `pause`, as Pancake retries): the result
+/// object and how many attempts failed first.
+async fn send_until_accepted(client: &reqwest::Client, port: u16, body: &Value, pause: Duration) -> (Value, usize) {
+    for failed in 0..300 {
+        let response = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/enhanced-handle-message"))
+            .bearer_auth(common::TOKEN)
+            .json(body)
+            .send()
+            .await;
+        if let Ok(response) = response
+            && response.status() == 200
+        {
+            let value: Value = response.json().await.unwrap();
+            return (value["result"].clone(), failed);
+        }
+        tokio::time::sleep(pause).await;
+    }
+    panic!("{body} never accepted");
+}
+
 fn persist(conversation: &str, id: &str, ts: f64) -> String {
     json!({"conversation_id": conversation, "message_id": id, "sender_id": "s", "sender_type": "user",
            "content": "tin nhắn", "timestamp": ts, "metadata": {}, "page_id": "page_1", "received_at": ts})
@@ -345,26 +367,11 @@ async fn redis_restarted_in_the_middle_of_a_burst_stores_every_message_exactly_o
         async move {
             let body = common::message(&format!("rr{}", i % 100), &format!("r{i}"), "xin chào", 1000.0 + i as f64);
             // The sender retries until it gets an answer, as Pancake does.
-            for _ in 0..200 {
-                let response = client
-                    .post(format!("http://127.0.0.1:{port}/api/v1/enhanced-handle-message"))
-                    .bearer_auth(common::TOKEN)
-                    .json(&body)
-                    .send()
-                    .await;
-                if let Ok(response) = response
-                    && response.status() == 200
-                {
-                    let value: Value = response.json().await.unwrap();
-                    if value["result"]["status"] == "completed" {
-                        answered.lock().unwrap().insert(i);
-                    }
-                    return;
-                }
-                retried.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let (result, failed) = send_until_accepted(&client, port, &body, Duration::from_millis(100)).await;
+            if result["status"] == "completed" {
+                answered.lock().unwrap().insert(i);
             }
-            panic!("message {i} never accepted");
+            retried.fetch_add(failed, Ordering::SeqCst);
         }
     });
     let burst = tokio::spawn(futures::stream::iter(sends).buffer_unordered(16).collect::<Vec<_>>());
@@ -427,23 +434,9 @@ async fn with_redis_down_a_burst_is_answered_from_postgres_once_each_and_never_c
         let client = client.clone();
         async move {
             let body = common::message(&conversation, &id, &format!("câu hỏi {id}"), ts);
-            for _ in 0..300 {
-                let response = client
-                    .post(format!("http://127.0.0.1:{port}/api/v1/enhanced-handle-message"))
-                    .bearer_auth(common::TOKEN)
-                    .json(&body)
-                    .send()
-                    .await;
-                if let Ok(response) = response
-                    && response.status() == 200
-                {
-                    let value: Value = response.json().await.unwrap();
-                    let field = |name: &str| value["result"][name].as_str().unwrap_or_default().to_owned();
-                    return (field("storage_backend"), field("status"));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("message {id} never accepted");
+            let (result, _) = send_until_accepted(&client, port, &body, Duration::from_millis(50)).await;
+            let field = |name: &str| result[name].as_str().unwrap_or_default().to_owned();
+            (field("storage_backend"), field("status"))
         }
     };
     drop(redis_server); // SIGKILL: Redis is gone for the whole burst
@@ -453,15 +446,11 @@ async fn with_redis_down_a_burst_is_answered_from_postgres_once_each_and_never_c
         .buffer_unordered(16)
         .collect()
         .await;
-    let health: Value = client
-        .get(format!("http://127.0.0.1:{port}/api/v1/admin/health"))
-        .bearer_auth("fault-admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = || async {
+        let response = client.get(format!("http://127.0.0.1:{port}/api/v1/admin/health")).bearer_auth("fault-admin");
+        response.send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let degraded_health = health().await;
     let covered_sql = "SELECT COUNT(DISTINCT id) FROM (SELECT unnest(covered_message_ids) AS id FROM ai_responses) c";
     let covered = wait_count(&env, covered_sql, total as i64, Duration::from_secs(60)).await;
     let doubled_sql =
@@ -469,8 +458,8 @@ async fn with_redis_down_a_burst_is_answered_from_postgres_once_each_and_never_c
     let stored = env.count("SELECT COUNT(*) FROM messages").await;
     report("Redis down for a whole burst (degraded mode)", total, stored, env.count(doubled_sql).await);
     assert!(backends.iter().all(|(b, _)| b == "Postgres"), "every message went the degraded path");
-    assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["storage_backend"], "Postgres (degraded mode)");
+    assert_eq!(degraded_health["status"], "degraded", "{degraded_health}");
+    assert_eq!(degraded_health["storage_backend"], "Postgres (degraded mode)");
     assert_eq!(stored, total as i64);
     assert_eq!(covered, total as i64, "every message covered by an answer");
     assert_eq!(env.count(doubled_sql).await, 0, "no message answered twice");
@@ -483,16 +472,7 @@ async fn with_redis_down_a_burst_is_answered_from_postgres_once_each_and_never_c
     // (health's PING is one).
     let mut breaker = Value::Null;
     for _ in 0..100 {
-        let health: Value = client
-            .get(format!("http://127.0.0.1:{port}/api/v1/admin/health"))
-            .bearer_auth("fault-admin")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        breaker = health["circuit_breaker"]["state"].clone();
+        breaker = health().await["circuit_breaker"]["state"].clone();
         if breaker == "closed" {
             break;
         }
