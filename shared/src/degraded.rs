@@ -10,8 +10,9 @@
 //!   retry after a failure half-way), which is answered now;
 //! - **storage** is a direct write (the same batch writer as the consumer),
 //!   marked `admitted_via = 'postgres'`, committed before anything else;
-//! - **the lock** is `pg_try_advisory_xact_lock` on a 64-bit hash of the
-//!   conversation id, held by a transaction for the whole AI call. The
+//! - **the lock** is `pg_advisory_xact_lock` on a 64-bit hash of the
+//!   conversation id (waited for at most a third of the lock TTL), held by a
+//!   transaction for the whole AI call. The
 //!   answer is written in that same transaction, so recording it and
 //!   releasing the lock are one commit, and a holder that dies (connection
 //!   gone) releases it;
@@ -22,12 +23,14 @@
 //!   lives in Redis).
 //!
 //! Coverage, judged by "can a message be left unanswered or answered twice":
-//! a message that finds the lock taken is stored first and then tries the
-//! lock; the holder looks for uncovered messages before recording (and
-//! restarts with the fuller context, as on the Redis path) and again after
-//! its commit. A message stored after the holder's last look tries the lock
-//! after the holder released it and answers itself. Only messages admitted
-//! here are ever answered here.
+//! every request whose message is owed *waits* for the lock (bounded by
+//! `lock_timeout`), then answers everything still uncovered, its own
+//! message included, or finds that an earlier holder covered it (`locked`).
+//! So no message depends on another request's follow-up: one whose wait
+//! times out answers `503`, and its retry finds it stored and uncovered.
+//! The holder re-checks for newer uncovered messages before recording and
+//! restarts with the fuller context (bounded), as on the Redis path. Only
+//! messages admitted here are ever answered here.
 //!
 //! Not carried over: the per-page rate window (the per-conversation one is
 //! a count over `messages`), pauses set in Redis before the outage (the
@@ -157,9 +160,9 @@ async fn classify_customer(
     Ok(("admitted", None))
 }
 
-/// Takes the conversation's advisory lock and answers what is owed, again
-/// after each commit while something new is owed (bounded). `Locked` when
-/// another holder has it (it covers our message) or already covered it.
+/// Waits for the conversation's advisory lock and answers everything owed,
+/// ours included. `Locked` when an earlier holder already covered our
+/// message (it answered while we waited).
 async fn answer_owed(
     app: &App,
     client: &mut deadpool_postgres::Client,
@@ -167,71 +170,57 @@ async fn answer_owed(
     assistant: &crate::domain::Assistant,
     page_id: Option<&str>,
 ) -> Result<Outcome, AppError> {
-    let config = &app.config;
-    let mut first: Option<Answered> = None;
-    let started = Instant::now();
-    // Each round answers everything owed so far; another round follows while
-    // messages arrived during the last one (they found the lock taken and
-    // count on us). Bounded by the lock TTL, after which whatever is still
-    // owed is answered with the conversation's next message.
-    while first.is_none() || started.elapsed() < config.lock_ttl {
-        let tx = client.transaction().await?;
-        // Every way out ends the transaction explicitly: a dropped one only
-        // queues its ROLLBACK, and a Lambda frozen right after answering
-        // would keep the advisory lock (and the connection) until it thaws.
-        let round = match answer_round(app, &tx, conversation, assistant, page_id).await {
-            Ok(Some(round)) => round,
-            Ok(None) => {
-                tx.rollback().await?;
-                break;
-            }
-            Err(err) => {
-                let _ = tx.rollback().await;
-                return Err(err);
-            }
-        };
-        let (draft, fence, restarts) = round;
-        let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, .. } = draft;
-        if let Err(err) = writer::write_in(&*tx, &Batch { answers: vec![answer_job], ..Batch::default() }).await {
+    let tx = client.transaction().await?;
+    // Every way out ends the transaction explicitly: a dropped one only
+    // queues its ROLLBACK, and a Lambda frozen right after answering would
+    // keep the advisory lock (and the connection) until it thaws.
+    let round = match answer_round(app, &tx, conversation, assistant, page_id).await {
+        Ok(Some(round)) => round,
+        Ok(None) => {
+            tx.rollback().await?;
+            return Ok(Outcome::Locked);
+        }
+        Err(err) => {
             let _ = tx.rollback().await;
-            return Err(err.into());
+            return Err(err);
         }
-        tx.commit().await?;
-
-        let started = Instant::now();
-        let results = pipeline::execute_all(app, conversation, page_id, &actions).await;
-        if pipeline::worth_recording(app, &results) {
-            let job = ActionResults {
-                response_id,
-                conversation_id: conversation.to_string(),
-                fence,
-                results: results.clone(),
-            };
-            // On failure the actions stay `pending` and the consumer's sweep
-            // settles them, as on the Redis path.
-            if let Err(err) = writer::write(client, &Batch { results: vec![job], ..Batch::default() }).await {
-                tracing::error!(conversation_id = %conversation, %response_id, error = %err, "action results not recorded");
-            }
-        }
-        let answered = Answered {
-            response_id,
-            fence,
-            ai_response,
-            actions,
-            rejected,
-            pancake_result: pipeline::pancake_result(app, &results, started),
-            covered_message_ids,
-            restarts,
-        };
-        first.get_or_insert(answered);
+    };
+    let (draft, fence, restarts) = round;
+    let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, .. } = draft;
+    if let Err(err) = writer::write_in(&*tx, &Batch { answers: vec![answer_job], ..Batch::default() }).await {
+        let _ = tx.rollback().await;
+        return Err(err.into());
     }
-    Ok(first.map_or(Outcome::Locked, Outcome::Completed))
+    tx.commit().await?;
+
+    let started = Instant::now();
+    let results = pipeline::execute_all(app, conversation, page_id, &actions).await;
+    if pipeline::worth_recording(app, &results) {
+        let job =
+            ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
+        // On failure the actions stay `pending` and the consumer's sweep
+        // settles them, as on the Redis path.
+        if let Err(err) = writer::write(client, &Batch { results: vec![job], ..Batch::default() }).await {
+            tracing::error!(conversation_id = %conversation, %response_id, error = %err, "action results not recorded");
+        }
+    }
+    let answered = Answered {
+        response_id,
+        fence,
+        ai_response,
+        actions,
+        rejected,
+        pancake_result: pipeline::pancake_result(app, &results, started),
+        covered_message_ids,
+        restarts,
+    };
+    Ok(Outcome::Completed(answered))
 }
 
-/// One round under the lock, inside `tx`: `None` when the lock is taken
-/// (its holder covers what is owed) or nothing is owed; else the answer
-/// drafted for everything owed (restarting while more arrives, bounded),
-/// with its fencing number and restart count.
+/// Under the lock, inside `tx`: `None` when nothing is owed any more (an
+/// earlier holder covered it); else the answer drafted for everything owed
+/// (restarting while more arrives, bounded), with its fencing number and
+/// restart count.
 async fn answer_round(
     app: &App,
     tx: &deadpool_postgres::Transaction<'_>,
@@ -240,12 +229,24 @@ async fn answer_round(
     page_id: Option<&str>,
 ) -> Result<Option<(Draft, i64, u32)>, AppError> {
     let config = &app.config;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", &[&conversation.as_str()])
-        .await?
-        .get(0);
-    if !locked {
-        return Ok(None);
+    // Waiting is bounded twice: for the lock (a holder's AI call may take
+    // long: past a third of the lock TTL this request answers 503 and its
+    // retry finds the message stored and uncovered), and for an idle holder
+    // (a process stuck mid-call is cut off by Postgres, which releases the
+    // lock; its message stays uncovered for the retry).
+    let wait_ms = (config.lock_ttl / 3).as_millis().max(1);
+    let idle_ms = (config.ai_timeout * (config.max_restarts + 1) + config.lock_ttl).as_millis();
+    tx.execute(
+        "SELECT set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $2, true)",
+        &[&wait_ms.to_string(), &idle_ms.to_string()],
+    )
+    .await?;
+    let locked = tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&conversation.as_str()]).await;
+    if let Err(err) = locked {
+        if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return Err(AppError::Unavailable { dependency: "the conversation (busy)" });
+        }
+        return Err(err.into());
     }
     let mut owed = uncovered(&**tx, conversation).await?;
     if owed.is_empty() {

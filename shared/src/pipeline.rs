@@ -96,10 +96,21 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<(Outcome, Ba
         // Postgres failing too is the "both down" case: say so, and the
         // 503 carries Retry-After; nothing was written (see `degraded`).
         let outcome = crate::degraded::handle(app, message).await.map_err(|err| match err {
-            AppError::Unavailable { .. } => AppError::Unavailable { dependency: "storage (redis and postgres)" },
+            AppError::Unavailable { dependency: "postgres" } => {
+                AppError::Unavailable { dependency: "storage (redis and postgres)" }
+            }
             other => other,
         })?;
-        app.store.remember_degraded(&message.conversation_id, &message.message_id);
+        let covered: &[String] = match &outcome {
+            Outcome::Completed(answered) => &answered.covered_message_ids,
+            _ => &[],
+        };
+        for id in covered.iter().filter_map(|id| crate::domain::MessageId::parse(id).ok()) {
+            app.store.remember_degraded(&message.conversation_id, &id, true);
+        }
+        if !covered.iter().any(|id| id == message.message_id.as_str()) {
+            app.store.remember_degraded(&message.conversation_id, &message.message_id, false);
+        }
         return Ok((outcome, Backend::Postgres));
     }
     handle_in_redis(app, message).await.map(|outcome| (outcome, Backend::Redis))

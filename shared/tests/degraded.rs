@@ -224,7 +224,7 @@ async fn when_redis_returns_the_breaker_closes_and_redis_learns_what_postgres_ha
 }
 
 #[tokio::test]
-async fn a_message_owed_in_redis_but_answered_from_postgres_is_not_answered_again_when_redis_returns() {
+async fn a_message_owed_in_redis_is_answered_once_whether_or_not_postgres_answered_it_meanwhile() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let redis_server = RedisServer::start(port).await;
     let url = format!("redis://127.0.0.1:{}/0", redis_server.port);
@@ -240,11 +240,17 @@ async fn a_message_owed_in_redis_but_answered_from_postgres_is_not_answered_agai
     .await;
     // m1's admit ran in Redis (owed there, its lock held by a request that
     // died), but its reply never reached the sender.
-    let m1 = message("lost", "m1", "xin chào", 1.0);
-    let incoming = switchboard::domain::IncomingMessage::parse(m1.to_string().as_bytes(), 65_536).unwrap();
-    let job = serde_json::to_string(&switchboard::jobs::PersistMessage::of(&incoming)).unwrap();
-    let admitted = env.app.store.admit(&incoming, &job, switchboard::redis::AdmitMode::Sync).await.unwrap();
-    assert!(matches!(admitted, switchboard::redis::Admission::Acquired { .. }));
+    // So did k1's, and the consumer had already stored k1 in Postgres.
+    let (m1, k1) = (message("lost", "m1", "xin chào", 1.0), message("kept", "k1", "xin chào", 1.0));
+    for owed in [&m1, &k1] {
+        let incoming = switchboard::domain::IncomingMessage::parse(owed.to_string().as_bytes(), 65_536).unwrap();
+        let job = serde_json::to_string(&switchboard::jobs::PersistMessage::of(&incoming)).unwrap();
+        let admitted = env.app.store.admit(&incoming, &job, switchboard::redis::AdmitMode::Sync).await.unwrap();
+        assert!(matches!(admitted, switchboard::redis::Admission::Acquired { .. }));
+    }
+    let insert = "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp)
+                  VALUES ('kept', 'k1', 'customer_1', 'user', 'xin chào', 1)";
+    env.app.db.get().await.unwrap().execute(insert, &[]).await.unwrap();
     // Redis stops answering (paused clients time out): the breaker opens and
     // the sender's retry of m1 is answered from Postgres.
     let mut admin = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
@@ -252,6 +258,9 @@ async fn a_message_owed_in_redis_but_answered_from_postgres_is_not_answered_agai
     let (status, body) = trip(&env.app, &m1).await;
     assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
     assert_eq!(body["result"]["storage_backend"], "Postgres");
+    // k1's retry finds it stored by Redis' path: not answered here.
+    let (_, _, body) = post(&env.app, &k1).await;
+    assert_eq!(body["result"]["status"], "duplicate", "{body}");
 
     // Back: the next message is answered through Redis, covering itself only.
     tokio::time::sleep(Duration::from_millis(4_500)).await;
@@ -260,6 +269,9 @@ async fn a_message_owed_in_redis_but_answered_from_postgres_is_not_answered_agai
     assert_eq!(body["result"]["storage_backend"], "Redis");
     assert_eq!(body["result"]["covered_message_ids"], serde_json::json!(["m2"]), "m1 was answered already");
     assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'm1' = ANY(covered_message_ids)").await, 1);
+    // k1 is still owed in Redis (it was never answered): the next answer covers it.
+    let (_, _, body) = post(&env.app, &message("kept", "k2", "còn hàng không?", 2.0)).await;
+    assert_eq!(body["result"]["covered_message_ids"], serde_json::json!(["k1", "k2"]), "{body}");
     drop(redis_server);
 }
 

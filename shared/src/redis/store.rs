@@ -151,7 +151,8 @@ pub struct ConversationStore {
     conn: BreakerConnection,
     /// Messages handled by the degraded path since Redis was last reachable
     /// (see [`ConversationStore::restore_after_outage`]).
-    degraded: Arc<std::sync::Mutex<Vec<(ConversationId, MessageId)>>>,
+    /// (conversation, message, answered by the degraded path).
+    degraded: Arc<std::sync::Mutex<Vec<(ConversationId, MessageId, bool)>>>,
     keys: KeySpace,
     lock_ttl: Duration,
     context_ttl: Duration,
@@ -210,10 +211,13 @@ impl ConversationStore {
     }
 
     /// Notes a message the degraded path handled, for the lazy rebuild.
-    pub fn remember_degraded(&self, conversation: &ConversationId, message: &MessageId) {
+    /// `answered`: a degraded answer covers it (only those are forgotten in
+    /// Redis' owed set; a message Redis admitted and the degraded path only
+    /// found stored is still Redis' to answer).
+    pub fn remember_degraded(&self, conversation: &ConversationId, message: &MessageId, answered: bool) {
         let mut list = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() < DEGRADED_MEMORY {
-            list.push((conversation.clone(), message.clone()));
+            list.push((conversation.clone(), message.clone(), answered));
         }
     }
 
@@ -233,7 +237,7 @@ impl ConversationStore {
             return;
         }
         let mut conversations: Vec<&ConversationId> = Vec::new();
-        for (conversation, _) in &pending {
+        for (conversation, _, _) in &pending {
             if !conversations.contains(&conversation) {
                 conversations.push(conversation);
             }
@@ -242,10 +246,10 @@ impl ConversationStore {
         // slot), all sent at once.
         let steps = conversations.iter().map(|conversation| {
             let keys = self.keys.conversation(conversation);
-            let messages: Vec<&MessageId> =
-                pending.iter().filter(|(c, _)| c == *conversation).map(|(_, m)| m).collect();
+            let messages: Vec<(&MessageId, bool)> =
+                pending.iter().filter(|(c, _, _)| c == *conversation).map(|(_, m, answered)| (m, *answered)).collect();
             let mut pipe = redis::pipe();
-            for message in &messages {
+            for (message, _) in &messages {
                 let dedupe = self.dedupe_ttl.as_secs().max(1);
                 pipe.cmd("SET").arg(keys.seen(message)).arg("1").arg("NX").arg("EX").arg(dedupe).ignore();
             }
@@ -253,7 +257,7 @@ impl ConversationStore {
             pipe.cmd("SET").arg(keys.known()).arg("1").arg("EX").arg(KNOWN_TTL_SECS).ignore();
             let mut forget = scripts::FORGET.key(keys.owed());
             forget.key(keys.shard().owed_index()).arg(conversation.as_str());
-            for message in &messages {
+            for (message, _) in messages.iter().filter(|(_, answered)| *answered) {
                 forget.arg(message.as_str());
             }
             let mut conn = self.conn.clone();
