@@ -161,11 +161,28 @@ pub async fn redrive(
     page_id: Option<&str>,
     assistant_id: Option<&str>,
 ) -> Result<Option<Outcome>, AppError> {
-    let Claim::Acquired { lease, snapshot, page_id: known_page, assistant_id: known_assistant } =
+    let Claim::Acquired { lease, mut snapshot, page_id: known_page, assistant_id: known_assistant } =
         app.store.claim(conversation).await?
     else {
         return Ok(None);
     };
+    // A message still owed here may have been answered from Postgres while
+    // Redis was away (by any process): never answer it twice. One Postgres
+    // read on this background path only; if it fails, the check is skipped.
+    let answered = answered_in_postgres(app, conversation, &snapshot.owed).await;
+    if let Err(err) = &answered {
+        tracing::warn!(conversation_id = %conversation, error = %err, "could not check owed messages against Postgres");
+    }
+    if let Ok(answered) = answered
+        && !answered.is_empty()
+    {
+        let _ = app.store.forget_answered(conversation, &answered).await;
+        snapshot.owed.retain(|m| !answered.contains(&m.message_id));
+        if snapshot.owed.is_empty() {
+            let _ = app.store.release(conversation, &lease).await;
+            return Ok(None);
+        }
+    }
     let assistant_id = assistant_id.map(String::from).or(known_assistant);
     let page_id = page_id.map(String::from).or(known_page);
     let assistant = match app.assistants.resolve(assistant_id.as_deref(), page_id.as_deref()).await {
@@ -177,6 +194,27 @@ pub async fn redrive(
     };
     let page_id = page_id.or_else(|| assistant.page_ids.first().cloned());
     process(app, conversation, &lease, snapshot, &assistant, page_id.as_deref()).await.map(Some)
+}
+
+/// Which of `owed` an answer in Postgres already covers.
+async fn answered_in_postgres(
+    app: &App,
+    conversation: &ConversationId,
+    owed: &[OwedMessage],
+) -> Result<Vec<String>, AppError> {
+    let ids: Vec<&str> = owed.iter().map(|m| m.message_id.as_str()).collect();
+    let rows = app
+        .db
+        .get()
+        .await?
+        .query(
+            "SELECT o.message_id FROM unnest($2::text[]) AS o(message_id)
+              WHERE EXISTS (SELECT 1 FROM ai_responses r
+                             WHERE r.conversation_id = $1 AND o.message_id = ANY(r.covered_message_ids))",
+            &[&conversation.as_str(), &ids],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
 /// The lock holder's work: ask, complete (restarting while newer messages

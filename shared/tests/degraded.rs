@@ -287,3 +287,29 @@ async fn an_unreachable_redis_cluster_opens_the_breaker_too() {
     assert_eq!((status, body["result"]["status"].clone()), (StatusCode::OK, "completed".into()), "{body}");
     assert_eq!(body["result"]["storage_backend"], "Postgres");
 }
+
+#[tokio::test]
+async fn the_sweep_never_answers_again_a_message_postgres_answered_while_redis_was_away() {
+    let env = TestEnv::new().await;
+    // Owed in Redis (admitted, its answer never recorded there)…
+    let owed = message("swept", "s1", "xin chào", 1.0);
+    let incoming = switchboard::domain::IncomingMessage::parse(owed.to_string().as_bytes(), 65_536).unwrap();
+    let job = serde_json::to_string(&switchboard::jobs::PersistMessage::of(&incoming)).unwrap();
+    let defer = switchboard::redis::AdmitMode::Defer { process_job: "{}" };
+    let admitted = env.app.store.admit(&incoming, &job, defer).await.unwrap();
+    assert_eq!(admitted, switchboard::redis::Admission::Queued);
+    // …and answered by a degraded holder in some other process.
+    let answer = "INSERT INTO ai_responses (id, conversation_id, fence, covered_message_ids, response_text, intent,
+                                            confidence, model_used, processing_time_ms)
+                  VALUES (gen_random_uuid(), 'swept', 1, '{s1}', 'Xin chào!', 'greeting', 0.9, 'embedded', 1)";
+    env.app.db.get().await.unwrap().execute(answer, &[]).await.unwrap();
+
+    let outcome = switchboard::pipeline::redrive(&env.app, &common::cid("swept"), None, None).await.unwrap();
+    assert!(outcome.is_none(), "nothing left to answer: {outcome:?}");
+    assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE conversation_id = 'swept'").await, 1);
+    let mut conn = env.redis().await;
+    let still_owed: u64 = conn.zcard(env.keys().conversation(&common::cid("swept")).owed()).await.unwrap();
+    assert_eq!(still_owed, 0);
+    let lock: bool = conn.exists(env.keys().conversation(&common::cid("swept")).lock()).await.unwrap();
+    assert!(!lock, "the lock was given back");
+}

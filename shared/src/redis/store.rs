@@ -255,18 +255,15 @@ impl ConversationStore {
             }
             pipe.del(keys.context()).ignore();
             pipe.cmd("SET").arg(keys.known()).arg("1").arg("EX").arg(KNOWN_TTL_SECS).ignore();
-            let mut forget = scripts::FORGET.key(keys.owed());
-            forget.key(keys.shard().owed_index()).arg(conversation.as_str());
-            for (message, _) in messages.iter().filter(|(_, answered)| *answered) {
-                forget.arg(message.as_str());
-            }
+            let answered: Vec<String> =
+                messages.iter().filter(|(_, answered)| *answered).map(|(m, _)| m.as_str().to_owned()).collect();
             let mut conn = self.conn.clone();
             async move {
                 let () = pipe.query_async(&mut conn).await?;
-                forget.invoke_async::<i64>(&mut conn).await.map(drop)
+                if answered.is_empty() { Ok(()) } else { self.forget_answered(conversation, &answered).await.map(drop) }
             }
         });
-        let restored = futures::future::join_all(steps).await.into_iter().collect::<Result<Vec<()>, _>>();
+        let restored = futures::future::join_all(steps).await.into_iter().collect::<Result<Vec<()>, AppError>>();
         match restored {
             Ok(_) => tracing::info!(
                 messages = pending.len(),
@@ -582,6 +579,22 @@ impl ConversationStore {
         }
         let () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// Drops owed entries an answer in Postgres already covers (see
+    /// `forget.lua`). Returns how many were dropped.
+    pub async fn forget_answered(
+        &self,
+        conversation: &ConversationId,
+        message_ids: &[String],
+    ) -> Result<i64, AppError> {
+        let keys = self.keys.conversation(conversation);
+        let mut forget = scripts::FORGET.key(keys.owed());
+        forget.key(keys.shard().owed_index()).arg(conversation.as_str());
+        for id in message_ids {
+            forget.arg(id);
+        }
+        Ok(forget.invoke_async(&mut self.conn.clone()).await?)
     }
 
     /// Gives the lock back if we still hold it.
