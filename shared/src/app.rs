@@ -36,6 +36,9 @@ pub struct App {
     pub integrations: Integrations,
     pub ai: Arc<dyn AiProvider>,
     pub pancake: Pancake,
+    /// The one outbound HTTP client (pooled connections), shared by the AI
+    /// provider, Pancake, the integrations and the health probe.
+    pub http: reqwest::Client,
 }
 
 impl App {
@@ -62,7 +65,8 @@ impl App {
             integrations,
             assistants: Arc::new(AssistantDirectory::new(db.clone(), cache.clone())),
             cache,
-            pancake: Pancake::new(&config, http),
+            pancake: Pancake::new(&config, http.clone()),
+            http,
             config: Arc::new(config),
             store,
             db,

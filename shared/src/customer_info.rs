@@ -7,7 +7,13 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::ai::embedded::{EMAIL, PHONE};
+/// A Vietnamese phone number (+84, 84 or 0, then 9–10 digits in groups).
+pub(crate) static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:\+84|\b84|\b0)[\s.\-]?\d{2,3}[\s.\-]?\d{3}[\s.\-]?\d{3,4}\b").expect("valid phone regex")
+});
+/// An e-mail address.
+pub(crate) static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("valid email regex"));
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerInfo {

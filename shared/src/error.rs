@@ -74,7 +74,7 @@ impl AppError {
             Self::RateLimited { retry_after_secs } => error["retry_after_seconds"] = json!(retry_after_secs),
             _ => {}
         }
-        let mut response = crate::http::json_response(self.status(), &json!({ "success": false, "error": error }));
+        let mut response = crate::response::json_response(self.status(), &json!({ "success": false, "error": error }));
         let headers = response.headers_mut();
         match &self {
             Self::RateLimited { retry_after_secs } => {

@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use crate::{
     App,
     auth::require_bearer,
+    clock::now_epoch_seconds,
     domain::IncomingMessage,
     error::AppError,
-    http::json_response,
     jobs::newer_messages,
-    now_epoch_seconds,
     pipeline::{self, Answered, Outcome},
+    response::json_response,
 };
 
 /// `POST /api/v1/enhanced-handle-message` (seed 001), processed synchronously.

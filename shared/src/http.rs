@@ -3,36 +3,13 @@
 //! what it returns, so a route behaves the same everywhere.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use serde::Serialize;
+use http::{Method, Request, Response, StatusCode};
 
-use crate::{App, admin, error::AppError, handlers};
+use crate::{App, admin, error::AppError, handlers, response::json_response};
 
 /// Bodies above this are refused before parsing (the largest valid message is
 /// 64 KiB of content plus a little JSON).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-
-/// Every HTTP route this crate serves, as `(method, path)`; `{id}` marks a
-/// path parameter. README lists the same.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST", "/api/v1/enhanced-handle-message"),
-    ("POST", "/api/v1/pancake/webhook"),
-    ("GET", "/api/v1/admin/health"),
-    ("GET", "/api/v1/admin/stats"),
-    ("GET", "/api/v1/admin/conversations"),
-    ("POST", "/api/v1/admin/conversations/{id}/cancel"),
-    ("POST", "/api/v1/admin/conversations/{id}/resume"),
-    ("POST", "/api/v1/admin/system/cleanup"),
-    ("GET", "/api/v1/admin/assistants/{id}"),
-    ("PUT", "/api/v1/admin/assistants/{id}"),
-    ("DELETE", "/api/v1/admin/assistants/{id}"),
-    ("GET", "/api/cache/health"),
-    ("GET", "/api/cache/metrics"),
-    ("POST", "/api/cache/metrics"),
-    ("POST", "/api/cache/invalidate"),
-    ("POST", "/api/cache/warmup"),
-    ("GET", "/openapi.json"),
-];
 
 /// Dispatches one request. Never panics on input; every failure is an
 /// [`AppError`] mapped to its status.
@@ -125,13 +102,4 @@ fn percent_decode(segment: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// A JSON response with the given status.
-pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Bytes> {
-    let bytes = serde_json::to_vec(body).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(b"{}"));
-    let mut response = Response::new(bytes);
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }

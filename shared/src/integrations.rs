@@ -22,13 +22,12 @@ use std::{
 use redis::AsyncCommands;
 
 use crate::redis::BreakerConnection;
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
     cache::{Cache, CacheKind},
-    config::{ConfigError, Secret},
+    config::{Auth, Integration},
 };
 
 /// A token is treated as expired this long before the provider says.
@@ -37,69 +36,6 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 const REFRESH_LOCK: Duration = Duration::from_secs(10);
 /// Responses larger than this are cut when stored on the action.
 const MAX_STORED_RESPONSE: usize = 16 * 1024;
-
-#[derive(Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Auth {
-    None,
-    Bearer { token: String },
-    OauthClientCredentials { token_url: String, client_id: String, client_secret: String, scope: Option<String> },
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::None => f.write_str("None"),
-            Self::Bearer { .. } => f.write_str("Bearer([redacted])"),
-            Self::OauthClientCredentials { token_url, client_id, .. } => f
-                .debug_struct("OauthClientCredentials")
-                .field("token_url", token_url)
-                .field("client_id", client_id)
-                .field("client_secret", &"[redacted]")
-                .finish(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Integration {
-    pub base_url: String,
-    #[serde(default = "no_auth")]
-    pub auth: Auth,
-    /// GET responses are cached this long (0 = not cached).
-    #[serde(default)]
-    pub cache_ttl_seconds: u64,
-    #[serde(default = "default_timeout")]
-    pub timeout_seconds: f64,
-}
-
-fn no_auth() -> Auth {
-    Auth::None
-}
-
-fn default_timeout() -> f64 {
-    10.0
-}
-
-/// Parses `INTEGRATIONS` (a JSON object of name → integration).
-pub fn parse_config(json: Option<&Secret>) -> Result<HashMap<String, Integration>, ConfigError> {
-    let Some(json) = json else { return Ok(HashMap::new()) };
-    let map: HashMap<String, Integration> =
-        serde_json::from_str(json.expose()).map_err(|e| ConfigError::Malformed {
-            name: "INTEGRATIONS",
-            // serde's message names the field, never the secret values.
-            reason: e.to_string(),
-        })?;
-    for (name, integration) in &map {
-        if !(integration.base_url.starts_with("https://") || integration.base_url.starts_with("http://")) {
-            return Err(ConfigError::Malformed {
-                name: "INTEGRATIONS",
-                reason: format!("{name}: base_url must be http(s)"),
-            });
-        }
-    }
-    Ok(map)
-}
 
 #[derive(Clone)]
 pub struct Integrations {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     actions::{Action, RejectedAction},
-    redis::OwedMessage,
+    domain::{ActionStatus, IncomingMessage, OwedMessage},
 };
 
 pub const PERSIST_MESSAGE: &str = "persist_message";
@@ -40,7 +40,7 @@ pub struct PersistMessage {
 
 impl PersistMessage {
     /// The persistence job of an admitted message.
-    pub fn of(message: &crate::domain::IncomingMessage) -> Self {
+    pub fn of(message: &IncomingMessage) -> Self {
         Self {
             conversation_id: message.conversation_id.to_string(),
             message_id: message.message_id.to_string(),
@@ -50,7 +50,7 @@ impl PersistMessage {
             timestamp: message.timestamp,
             metadata: message.metadata.clone(),
             page_id: message.page_id(),
-            received_at: crate::now_epoch_seconds(),
+            received_at: crate::clock::now_epoch_seconds(),
         }
     }
 }
@@ -77,7 +77,7 @@ pub struct ActionJob {
     #[serde(flatten)]
     pub action: Action,
     /// `pending` (delivery follows) or `not_sent` (delivery disabled).
-    pub status: String,
+    pub status: ActionStatus,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_error: Option<String>,
 }
@@ -106,7 +106,7 @@ pub struct ActionResult {
     pub action_id: Uuid,
     pub action_type: String,
     /// `sent`, `done` (no Pancake call needed), `failed`, `skipped`, `not_sent`.
-    pub status: String,
+    pub status: ActionStatus,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pancake_message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]

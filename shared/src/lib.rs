@@ -4,67 +4,75 @@
 //! once per cold start ([`App::build`]) and the Lambda runtime; everything a
 //! request touches lives here, once.
 //!
-//! # Layout
-//! - [`config`]: the typed configuration read once from the environment.
-//! - [`error`]: the one error type and its one mapping to HTTP.
-//! - [`domain`]: validated identifiers and the incoming message.
-//! - [`auth`]: bearer tokens compared in constant time.
-//! - [`http`]: the router every entry point (Lambda, local gateway) calls.
-//! - [`lambda`]: the adapter from `lambda_http` events to [`http`].
-//! - [`telemetry`]: JSON tracing for CloudWatch.
-//! - [`app`]: the clients built once per cold start.
-//! - [`cache`]: the versioned Redis cache (assistants, schemas, threads, answers) and its metrics.
-//! - [`redis`]: the single-node/cluster connection, the circuit breaker, keys in
-//!   job shards, Lua scripts and the conversation store (admit, heartbeat,
-//!   complete, cancel) plus the sharded `jobs` streams.
-//! - [`postgres`]: the pool, migrations and assistant lookups.
-//! - [`ai`]: the AI provider trait and its embedded, HTTP and OpenAI providers.
-//! - [`actions`]: extraction and validation of the seven action types.
-//! - [`integrations`]: `execute_api`'s allow-listed HTTP integrations, OAuth
-//!   tokens cached once across instances, GET responses cached.
-//! - [`openapi`]: the OpenAPI 3.1 document of every route, at `/openapi.json`.
-//! - [`pancake`]: the client for Pancake's send-message and assign APIs.
-//! - [`jobs`]: the persistence jobs written to the stream.
-//! - [`customer_info`]: phone, e-mail, name and address found in messages.
-//! - [`consumer`]: the background consumer of the `jobs` stream (batched,
-//!   idempotent Postgres writes, retries, dead letters, re-drives).
-//! - [`pipeline`]: admit → process (AI, actions, complete, restarts) → deliver.
-//! - [`degraded`]: the message path from Postgres while Redis is unreachable
-//!   (advisory lock, direct writes), behind the circuit breaker.
-//! - [`handlers`]: the HTTP handlers (`enhanced-handle-message`).
-//! - [`webhook`]: Pancake's own webhook, acknowledged at once.
-//! - [`admin`]: operator APIs: health, stats, control, assistants, cache.
+//! # Layout: floors, imports only downward
+//! Each module sits on a floor and imports only from its own floor or below,
+//! with no cycle (`tests/layers.rs` checks it on every run; README's
+//! "Architecture" walks a message through them).
+//! 1. **Leaves** — [`error`] (the one error type and its one mapping to
+//!    HTTP), [`response`] (the JSON response helper), [`clock`] (time),
+//!    [`config`] (every setting, the integrations' included), [`domain`]
+//!    (validated ids, the incoming message, context and owed messages,
+//!    action statuses), [`customer_info`] (phone, e-mail, name, address found
+//!    in messages), [`telemetry`] (JSON tracing for CloudWatch).
+//! 2. **Vocabulary** — [`ai`] (the provider trait and its embedded, HTTP and
+//!    OpenAI providers), [`actions`] (the seven action types), [`jobs`] (the
+//!    persistence jobs of the streams), [`auth`] (secrets compared in
+//!    constant time).
+//! 3. **Stores** — [`redis`] (connection, circuit breaker, keys in job shards,
+//!    the Lua scripts behind the conversation store), [`cache`] (the
+//!    versioned Redis cache and its metrics), [`postgres`] (pool, migrations,
+//!    and every SQL statement).
+//! 4. **Clients** — [`pancake`] (send and assign), [`integrations`]
+//!    (`execute_api`'s allow-listed HTTP calls), [`app`] (the clients built
+//!    once per cold start).
+//! 5. **Flows** — [`pipeline`] (admit → answer → complete → deliver, on Redis
+//!    or degraded on Postgres) and [`consumer`] (the `jobs` streams into
+//!    Postgres, background answers, retries, sweeps).
+//! 6. **HTTP** — [`http`] (the router), [`handlers`] (`enhanced-handle-message`),
+//!    [`webhook`] (Pancake's webhook), [`admin`] (operator APIs), [`openapi`]
+//!    (the route table and its OpenAPI document).
+//! 7. **Entry points** — [`lambda`] (the adapter from `lambda_http` events to
+//!    the router); `functions/`, `gateway/` and `bench/` live outside the crate.
 
-pub mod actions;
-pub mod admin;
-pub mod ai;
-pub mod app;
-pub mod auth;
-pub mod cache;
+// Leaves.
+pub mod clock;
 pub mod config;
-pub mod consumer;
 pub mod customer_info;
-pub mod degraded;
 pub mod domain;
 pub mod error;
-pub mod handlers;
-pub mod http;
-pub mod integrations;
+pub mod response;
+pub mod telemetry;
+
+// Vocabulary.
+pub mod actions;
+pub mod ai;
+pub mod auth;
 pub mod jobs;
-pub mod lambda;
-pub mod openapi;
-pub mod pancake;
-pub mod pipeline;
+
+// Stores.
+pub mod cache;
 pub mod postgres;
 pub mod redis;
-pub mod telemetry;
+
+// Clients.
+pub mod app;
+pub mod integrations;
+pub mod pancake;
+
+// Flows.
+pub mod consumer;
+pub mod pipeline;
+
+// HTTP.
+pub mod admin;
+pub mod handlers;
+pub mod http;
+pub mod openapi;
 pub mod webhook;
+
+// Entry points.
+pub mod lambda;
 
 pub use app::App;
 pub use config::Config;
 pub use error::AppError;
-
-/// Seconds since the Unix epoch as a float, the timestamp format of seed 001.
-pub fn now_epoch_seconds() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}

@@ -1,11 +1,32 @@
 //! The OpenAPI 3.1 document of the whole HTTP API, built from the same route
-//! table the router dispatches on ([`crate::http::ROUTES`]) and served at
+//! table the router dispatches on ([`ROUTES`]) and served at
 //! `GET /openapi.json`. A test fails when a route is missing from it, and
 //! `scripts/test` runs schemathesis against it.
 
 use serde_json::{Value, json};
 
-use crate::http::ROUTES;
+/// Every HTTP route this crate serves, as `(method, path)`; `{id}` marks a
+/// path parameter. README lists the same; the router (`crate::http`)
+/// dispatches on them and a test checks both agree.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/enhanced-handle-message"),
+    ("POST", "/api/v1/pancake/webhook"),
+    ("GET", "/api/v1/admin/health"),
+    ("GET", "/api/v1/admin/stats"),
+    ("GET", "/api/v1/admin/conversations"),
+    ("POST", "/api/v1/admin/conversations/{id}/cancel"),
+    ("POST", "/api/v1/admin/conversations/{id}/resume"),
+    ("POST", "/api/v1/admin/system/cleanup"),
+    ("GET", "/api/v1/admin/assistants/{id}"),
+    ("PUT", "/api/v1/admin/assistants/{id}"),
+    ("DELETE", "/api/v1/admin/assistants/{id}"),
+    ("GET", "/api/cache/health"),
+    ("GET", "/api/cache/metrics"),
+    ("POST", "/api/cache/metrics"),
+    ("POST", "/api/cache/invalidate"),
+    ("POST", "/api/cache/warmup"),
+    ("GET", "/openapi.json"),
+];
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})

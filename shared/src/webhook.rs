@@ -27,12 +27,12 @@ use serde_json::{Map, Value, json};
 use crate::{
     App,
     auth::secrets_match,
+    clock::now_epoch_seconds,
     domain::{ConversationId, IncomingMessage, MessageId, SenderType},
     error::AppError,
-    http::json_response,
     jobs::{PersistMessage, Redrive, UpdateConversation},
-    now_epoch_seconds,
     redis::{Admission, AdmitMode},
+    response::json_response,
 };
 
 /// The `token` query parameter, percent-decoded.

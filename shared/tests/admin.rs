@@ -306,7 +306,7 @@ async fn cleanup_removes_only_redis_state_older_than_the_cutoff() {
 #[tokio::test]
 async fn every_admin_and_cache_route_refuses_a_missing_or_wrong_token() {
     let env = env(&[]).await;
-    for (method, path) in switchboard::http::ROUTES {
+    for (method, path) in switchboard::openapi::ROUTES {
         if !(path.starts_with("/api/v1/admin") || path.starts_with("/api/cache")) {
             continue;
         }

@@ -10,12 +10,10 @@ use common::{TestEnv, drain, pancake_stub};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use switchboard::{
-    consumer::{
-        Consumer,
-        writer::{self, Batch, MessageRow},
-    },
+    consumer::Consumer,
     domain::IncomingMessage,
     jobs::PersistMessage,
+    postgres::writer::{self, Batch, MessageRow},
     redis::{Admission, AdmitMode},
 };
 

@@ -18,8 +18,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use switchboard::{
     ai::{AiAnswer, AiError, AiProvider, AiRequest, embedded},
-    domain::{ConversationId, IncomingMessage},
-    redis::{Admission, AnswerRecord, Completion, ContextEntry},
+    domain::{ContextEntry, ConversationId, IncomingMessage},
+    redis::{Admission, AnswerRecord, Completion},
 };
 
 /// The embedded AI, slowed down and instrumented: it records how many calls

@@ -16,12 +16,13 @@ use futures::{SinkExt, StreamExt};
 use redis::AsyncCommands;
 use switchboard::{
     App, Config,
-    consumer::{
-        Consumer,
-        writer::{self, MessageRow},
-    },
+    consumer::Consumer,
     jobs::PersistMessage,
+    postgres::writer::{self, MessageRow},
 };
+
+#[path = "consumer/writers.rs"]
+mod writers;
 
 const TIME_CAP: Duration = Duration::from_secs(120);
 
@@ -258,7 +259,7 @@ async fn main() {
     enqueue(&env_copy, n).await;
     let elapsed = consume_with(&env_copy, n, |mut client, rows| async move {
         let tx = client.transaction().await.expect("tx");
-        writer::write_messages_copy(&tx, &rows).await.expect("copy");
+        writers::write_messages_copy(&tx, &rows).await.expect("copy");
         tx.commit().await.expect("commit");
     })
     .await;
@@ -278,7 +279,7 @@ async fn main() {
         let env_rows = env(if autocommit { "rowsac" } else { "rows" }, 1000).await;
         enqueue(&env_rows, rows_n).await;
         let elapsed = consume_with(&env_rows, rows_n, |mut client, rows| async move {
-            writer::write_messages_row_by_row(&mut client, &rows, autocommit).await.expect("row by row");
+            writers::write_messages_row_by_row(&mut client, &rows, autocommit).await.expect("row by row");
         })
         .await;
         assert_eq!(env_rows.messages().await as usize, rows_n);

@@ -8,12 +8,13 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::json_body;
-use crate::{App, domain::ConversationId, error::AppError, http::json_response};
-
-const SELECT: &str = "SELECT id, name, system_prompt, model, temperature, page_ids, collect_info_fields,
-                             answer_cache_enabled, config_version, data_sources, is_default,
-                             extract(epoch FROM updated_at)::float8
-                        FROM assistants WHERE id = $1";
+use crate::{
+    App,
+    domain::ConversationId,
+    error::AppError,
+    postgres::assistant_rows::{self, AssistantFields},
+    response::json_response,
+};
 
 fn validate_id(id: &str) -> Result<(), AppError> {
     // Same rules as every other id (non-empty, ≤ 256 bytes, no control characters).
@@ -21,23 +22,7 @@ fn validate_id(id: &str) -> Result<(), AppError> {
 }
 
 async fn load(app: &App, id: &str) -> Result<Option<Value>, AppError> {
-    let client = app.db.get().await?;
-    Ok(client.query_opt(SELECT, &[&id]).await?.map(|r| {
-        json!({
-            "id": r.get::<_, String>(0),
-            "name": r.get::<_, String>(1),
-            "system_prompt": r.get::<_, String>(2),
-            "model": r.get::<_, String>(3),
-            "temperature": r.get::<_, f32>(4),
-            "page_ids": r.get::<_, Vec<String>>(5),
-            "collect_info_fields": r.get::<_, Vec<String>>(6),
-            "answer_cache_enabled": r.get::<_, bool>(7),
-            "config_version": r.get::<_, i64>(8),
-            "data_sources": r.get::<_, Value>(9),
-            "is_default": r.get::<_, bool>(10),
-            "updated_at": r.get::<_, f64>(11),
-        })
-    }))
+    Ok(assistant_rows::document(&**app.db.get().await?, id).await?)
 }
 
 pub async fn get(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppError> {
@@ -100,41 +85,19 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
     let answer_cache = bool_field("answer_cache_enabled", true)?;
     let is_default = bool_field("is_default", false)?;
 
+    let fields = AssistantFields {
+        name,
+        system_prompt,
+        model,
+        temperature,
+        page_ids,
+        collect_info_fields: fields,
+        data_sources,
+        answer_cache_enabled: answer_cache,
+        is_default,
+    };
     app.assistants.invalidate(id).await?;
-    let mut client = app.db.get().await?;
-    let tx = client.transaction().await?;
-    if is_default {
-        tx.execute("UPDATE assistants SET is_default = FALSE WHERE is_default AND id <> $1", &[&id]).await?;
-    }
-    let created: bool = tx
-        .query_one(
-            "INSERT INTO assistants (id, name, system_prompt, model, temperature, page_ids, collect_info_fields,
-                                     data_sources, answer_cache_enabled, is_default)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET
-                 name = EXCLUDED.name, system_prompt = EXCLUDED.system_prompt, model = EXCLUDED.model,
-                 temperature = EXCLUDED.temperature, page_ids = EXCLUDED.page_ids,
-                 collect_info_fields = EXCLUDED.collect_info_fields, data_sources = EXCLUDED.data_sources,
-                 answer_cache_enabled = EXCLUDED.answer_cache_enabled,
-                 is_default = EXCLUDED.is_default OR assistants.is_default,
-                 config_version = assistants.config_version + 1, updated_at = now()
-             RETURNING (xmax = 0)",
-            &[
-                &id,
-                &name,
-                &system_prompt,
-                &model,
-                &temperature,
-                &page_ids,
-                &fields,
-                &data_sources,
-                &answer_cache,
-                &is_default,
-            ],
-        )
-        .await?
-        .get(0);
-    tx.commit().await?;
+    let created = assistant_rows::upsert(&mut app.db.get().await?, id, &fields).await?;
     app.assistants.invalidate(id).await?;
     // A DELETE racing this PUT can remove the row between commit and read.
     let assistant = load(app, id)
@@ -147,14 +110,12 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
 pub async fn delete(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppError> {
     validate_id(id)?;
     let client = app.db.get().await?;
-    let row =
-        client.query_opt("SELECT is_default FROM assistants WHERE id = $1", &[&id]).await?.ok_or(AppError::NotFound)?;
-    if row.get::<_, bool>(0) {
+    if assistant_rows::is_default(&**client, id).await?.ok_or(AppError::NotFound)? {
         return Err(AppError::Conflict(
             "the default assistant cannot be deleted; make another one the default first".into(),
         ));
     }
-    client.execute("DELETE FROM assistants WHERE id = $1", &[&id]).await?;
+    assistant_rows::delete(&**client, id).await?;
     app.assistants.invalidate(id).await?;
     Ok(json_response(StatusCode::OK, &json!({"success": true, "deleted": id})))
 }

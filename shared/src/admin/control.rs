@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::query_param;
 use crate::{
-    App, domain::ConversationId, error::AppError, http::json_response, jobs, jobs::Redrive, now_epoch_seconds,
-    pipeline, redis::now_ms,
+    App, clock::now_epoch_seconds, clock::now_ms, domain::ConversationId, error::AppError, jobs, jobs::Redrive,
+    pipeline, response::json_response,
 };
 
 fn conversation(id: &str) -> Result<ConversationId, AppError> {
@@ -59,18 +59,12 @@ pub async fn cancel(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppEr
 /// repeat (both writes are idempotent).
 pub async fn resume(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppError> {
     let conversation = conversation(id)?;
-    let client = app.db.get().await?;
-    let updated = client
-        .execute(
-            "UPDATE conversations SET bot_paused = FALSE, assigned_to = '{}', updated_at = now() WHERE conversation_id = $1",
-            &[&id],
-        )
-        .await?;
+    let known = crate::postgres::admin::resume(&**app.db.get().await?, id).await?;
     app.store.resume(&conversation).await?;
     tracing::info!(conversation_id = %id, "bot resumed by an operator");
     Ok(json_response(
         StatusCode::OK,
-        &json!({"success": true, "conversation_id": id, "bot_paused": false, "known_in_postgres": updated == 1}),
+        &json!({"success": true, "conversation_id": id, "bot_paused": false, "known_in_postgres": known}),
     ))
 }
 

@@ -12,10 +12,9 @@ use std::time::Instant;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::ms;
 use crate::{
-    App, actions::SUPPORTED_ACTION_TYPES, config::AiConfig, error::AppError, http::json_response, now_epoch_seconds,
-    redis::now_ms,
+    App, actions::SUPPORTED_ACTION_TYPES, clock::now_epoch_seconds, clock::now_ms, config::AiConfig, error::AppError,
+    response::json_response,
 };
 
 /// A dependency check: up or not, and how long it took.
@@ -25,7 +24,7 @@ where
 {
     let started = Instant::now();
     let result = tokio::time::timeout(std::time::Duration::from_secs(2), f).await;
-    let elapsed = ms(started.elapsed());
+    let elapsed = crate::clock::elapsed_ms(started.elapsed());
     match result {
         Ok(Ok(v)) => (true, elapsed, Some(v)),
         _ => (false, elapsed, None),
@@ -49,12 +48,10 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let (redis_up, redis_ms, _) = check(redis::cmd("PING").query_async::<String>(&mut conn)).await;
     let (pg_up, pg_ms, total) = check(async {
         let client = app.db.get().await.map_err(|e| e.to_string())?;
-        let row = client.query_one("SELECT COUNT(*) FROM conversations", &[]).await.map_err(|e| e.to_string())?;
-        Ok::<i64, String>(row.get(0))
+        crate::postgres::admin::conversation_count(&**client).await.map_err(|e| e.to_string())
     })
     .await;
-    let client = crate::app::http_client().map_err(|_| AppError::Internal)?;
-    let (ai, ai_up) = ai_reachable(app, &client).await;
+    let (ai, ai_up) = ai_reachable(app, &app.http).await;
 
     let mut queue = json!(null);
     let mut stuck = Vec::new();

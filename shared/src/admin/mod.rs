@@ -42,8 +42,3 @@ pub(crate) fn query_param(request: &Request<Bytes>, name: &str) -> Option<String
     let url = reqwest::Url::parse(&format!("http://localhost/?{query}")).ok()?;
     url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
-
-/// Milliseconds, rounded to 0.01, for latency fields.
-pub(crate) fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 100_000.0).round() / 100.0
-}

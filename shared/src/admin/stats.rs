@@ -6,34 +6,14 @@ use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::query_param;
-use crate::{App, error::AppError, http::json_response, now_epoch_seconds};
+use crate::{App, clock, error::AppError, postgres::admin as admin_rows, response::json_response};
 
 /// "Recent" means a message within this many seconds.
 const RECENT_SECS: f64 = 24.0 * 3600.0;
 
 pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
-    let client = app.db.get().await?;
-    let now = now_epoch_seconds();
-    let row = client
-        .query_one(
-            "SELECT COUNT(*),
-                    COUNT(*) FILTER (WHERE last_message_timestamp >= $1),
-                    COUNT(*) FILTER (WHERE last_message_timestamp < $1 OR last_message_timestamp IS NULL),
-                    COUNT(*) FILTER (WHERE bot_paused),
-                    (SELECT COUNT(*) FROM messages),
-                    (SELECT COUNT(*) FROM ai_responses),
-                    (SELECT COUNT(*) FROM customers),
-                    (SELECT COALESCE(AVG(processing_time_ms), 0)::float8 FROM ai_responses WHERE created_at > now() - interval '24 hours'),
-                    (SELECT COUNT(*) FROM ai_responses WHERE created_at > now() - interval '24 hours'),
-                    (SELECT COUNT(*) FROM ai_responses WHERE created_at > now() - interval '24 hours' AND error IS NOT NULL)
-               FROM conversations",
-            &[&(now - RECENT_SECS)],
-        )
-        .await?;
-    let actions = client.query("SELECT status, COUNT(*) FROM message_actions GROUP BY status", &[]).await?;
-    let actions_by_status: serde_json::Map<String, Value> =
-        actions.into_iter().map(|r| (r.get::<_, String>(0), json!(r.get::<_, i64>(1)))).collect();
-
+    let now = clock::now_epoch_seconds();
+    let figures = admin_rows::figures(&**app.db.get().await?, now - RECENT_SECS).await?;
     let conn = app.store.connection();
     // One INFO per primary on a cluster: counters are summed, texts taken
     // from the first node.
@@ -58,11 +38,11 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
         &json!({
             "timestamp": now,
             "conversations": {
-                "total": row.get::<_, i64>(0),
-                "recent": row.get::<_, i64>(1),
-                "old": row.get::<_, i64>(2),
+                "total": figures.conversations,
+                "recent": figures.recent,
+                "old": figures.old,
                 "active_processing": active,
-                "bot_paused": row.get::<_, i64>(3),
+                "bot_paused": figures.bot_paused,
             },
             "redis_stats": {
                 "connected_clients": number("connected_clients"),
@@ -71,18 +51,18 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
                 "keyspace_misses": number("keyspace_misses"),
             },
             "postgres_stats": {
-                "messages": row.get::<_, i64>(4),
-                "ai_responses": row.get::<_, i64>(5),
-                "customers": row.get::<_, i64>(6),
-                "actions_by_status": actions_by_status,
+                "messages": figures.messages,
+                "ai_responses": figures.ai_responses,
+                "customers": figures.customers,
+                "actions_by_status": figures.actions_by_status,
                 "pool": {"size": app.db.status().size, "available": app.db.status().available},
             },
             "queue": {"depth": depth, "pending": pending, "dead_letters": dead},
             "cache": cache,
             "ai": {
-                "avg_processing_time_ms_24h": row.get::<_, f64>(7),
-                "responses_24h": row.get::<_, i64>(8),
-                "errors_24h": row.get::<_, i64>(9),
+                "avg_processing_time_ms_24h": figures.avg_processing_time_ms_24h,
+                "responses_24h": figures.responses_24h,
+                "errors_24h": figures.errors_24h,
             },
             "storage_backend": "Redis",
         }),
@@ -122,45 +102,28 @@ pub async fn conversations(app: &App, request: &Request<bytes::Bytes>) -> Result
         None => None,
         Some(c) => Some(decode_cursor(&c).ok_or_else(|| AppError::invalid("cursor", "is not a cursor from this API"))?),
     };
-    let (after_ts, after_id) = cursor.unwrap_or((f64::INFINITY, String::new()));
-    let filter = "($1::text IS NULL OR ($1 = 'paused' AND bot_paused) OR ($1 <> 'paused' AND status = $1))";
-    let client = app.db.get().await?;
-    let total: i64 =
-        client.query_one(&format!("SELECT COUNT(*) FROM conversations WHERE {filter}"), &[&status]).await?.get(0);
-    let rows = client
-        .query(
-            &format!(
-                "SELECT conversation_id, last_message_id, COALESCE(last_message_timestamp, 0)::float8, status, bot_paused,
-                        total_messages, page_id
-                   FROM conversations
-                  WHERE {filter}
-                    AND (COALESCE(last_message_timestamp, 0), conversation_id) < ($2::float8, $3::text)
-                  ORDER BY COALESCE(last_message_timestamp, 0) DESC, conversation_id DESC
-                  LIMIT $4"
-            ),
-            &[&status, &after_ts, &if after_id.is_empty() { "\u{10FFFF}".to_owned() } else { after_id }, &limit],
-        )
-        .await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let after = cursor.as_ref().map(|(ts, id)| (*ts, if id.is_empty() { "\u{10FFFF}" } else { id.as_str() }));
+    let (total, rows) = admin_rows::conversation_page(&**app.db.get().await?, status.as_deref(), after, limit).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.conversation_id.clone()).collect();
     let live = app.store.conversation_states(&ids).await?;
     let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| encode_cursor(r.get(2), r.get::<_, &str>(0))))
+        .then(|| rows.last().map(|r| encode_cursor(r.last_message_timestamp, &r.conversation_id)))
         .flatten();
     let conversations: Vec<Value> = rows
-        .iter()
+        .into_iter()
         .zip(live)
         .map(|(r, (locked, context, owed))| {
             json!({
-                "conversation_id": r.get::<_, String>(0),
-                "last_message_id": r.get::<_, Option<String>>(1),
-                "last_message_timestamp": r.get::<_, f64>(2),
+                "conversation_id": r.conversation_id,
+                "last_message_id": r.last_message_id,
+                "last_message_timestamp": r.last_message_timestamp,
                 "ai_processing": locked,
                 "context_size": context,
                 "owed_messages": owed,
-                "status": r.get::<_, String>(3),
-                "bot_paused": r.get::<_, bool>(4),
-                "total_messages": r.get::<_, i64>(5),
-                "page_id": r.get::<_, Option<String>>(6),
+                "status": r.status,
+                "bot_paused": r.bot_paused,
+                "total_messages": r.total_messages,
+                "page_id": r.page_id,
             })
         })
         .collect();

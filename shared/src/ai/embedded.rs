@@ -5,13 +5,11 @@
 //! ("đặt lịch"), pricing ("giá"), goodbye, greeting, fallback. Phone numbers
 //! (Vietnamese formats) and e-mail addresses are extracted as entities.
 
-use std::sync::LazyLock;
-
 use futures::{FutureExt, future::BoxFuture};
-use regex::Regex;
 use serde_json::{Map, Value, json};
 
 use super::{AiAnswer, AiError, AiProvider, AiRequest};
+use crate::customer_info::{EMAIL, PHONE};
 
 pub const MODEL: &str = "embedded-rules-v1";
 
@@ -24,12 +22,6 @@ impl AiProvider for Embedded {
         async move { Ok(respond(&text)) }.boxed()
     }
 }
-
-pub(crate) static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:\+84|\b84|\b0)[\s.\-]?\d{2,3}[\s.\-]?\d{3}[\s.\-]?\d{3,4}\b").expect("valid phone regex")
-});
-pub(crate) static EMAIL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}").expect("valid email regex"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Intent {

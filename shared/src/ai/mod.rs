@@ -18,8 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     config::{AiConfig, Config},
-    domain::Assistant,
-    redis::{ContextEntry, OwedMessage},
+    domain::{Assistant, ContextEntry, OwedMessage},
 };
 
 /// What a provider is asked.

@@ -1,11 +1,24 @@
 //! Postgres: the connection pool, the project's own migrations (refinery,
-//! embedded from `migrations/`), and assistant lookups.
+//! embedded from `migrations/`), and every SQL statement of the library,
+//! one concern per file, each taking a `GenericClient` (a pooled client or a
+//! transaction) rather than the whole `App`:
+//! - [`writer`]: the consumer's batched, idempotent writes of the `jobs` stream;
+//! - [`history`]: context rebuilt from stored messages and answers;
+//! - [`degraded`]: the statements of degraded mode (Redis unreachable);
+//! - [`actions`]: undelivered actions for the consumer's sweep;
+//! - [`admin`], [`assistant_rows`]: the operators' reads and writes;
+//! - assistant lookups through the cache ([`AssistantDirectory`]).
 //!
-//! The message path never writes Postgres directly: persistence goes through
-//! the `jobs` stream and the background consumer. It only reads assistants,
-//! through an in-process cache.
+//! On the Redis path the message path never writes Postgres directly:
+//! persistence goes through the `jobs` stream and the background consumer.
 
+pub mod actions;
+pub mod admin;
+pub mod assistant_rows;
 mod assistants;
+pub mod degraded;
+pub mod history;
+pub mod writer;
 
 pub use assistants::AssistantDirectory;
 

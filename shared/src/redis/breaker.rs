@@ -5,7 +5,7 @@
 //! After `threshold` consecutive connection-level failures (refused, dropped,
 //! timed out) the breaker *opens*: commands fail at once with a synthetic
 //! "connection refused" instead of each waiting out a connect timeout, and
-//! the message path switches to the Postgres fallback ([`crate::degraded`]).
+//! the message path switches to the Postgres fallback (`pipeline::degraded`).
 //! After `cooldown` it is *half-open*: commands go through again; the first
 //! success closes it, the first failure opens it for another cooldown.
 //!
@@ -25,7 +25,7 @@ use std::{
         Arc,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value, aio::ConnectionLike};
@@ -76,7 +76,7 @@ impl Breaker {
     }
 
     pub fn state(&self) -> BreakerState {
-        self.state_at(epoch_ms())
+        self.state_at(crate::clock::now_ms())
     }
 
     fn state_at(&self, now_ms: u64) -> BreakerState {
@@ -116,7 +116,7 @@ impl Breaker {
 
     fn observe<T>(&self, result: &Result<T, RedisError>) {
         match result {
-            Err(err) if is_connection_failure(err) => self.record_failure_at(epoch_ms()),
+            Err(err) if is_connection_failure(err) => self.record_failure_at(crate::clock::now_ms()),
             _ => self.record_success(),
         }
     }
@@ -140,10 +140,6 @@ fn is_connection_failure(err: &RedisError) -> bool {
 
 fn refused() -> RedisError {
     RedisError::from(io::Error::new(io::ErrorKind::ConnectionRefused, "redis circuit breaker is open"))
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The shared multiplexed connection, behind the breaker. Cheap to clone.

@@ -14,12 +14,7 @@ mod keys;
 mod scripts;
 mod store;
 
-pub(crate) use store::now_ms;
-
 pub use breaker::{Breaker, BreakerConnection, BreakerState};
 pub use connection::{RedisConnection, Timeouts};
 pub use keys::{ConversationKeys, KeySpace, ShardKeys};
-pub use store::{
-    Admission, AdmitMode, AnswerRecord, Claim, Completion, ContextEntry, ConversationStore, Lease, OwedMessage,
-    SendMark, Snapshot,
-};
+pub use store::{Admission, AdmitMode, AnswerRecord, Claim, Completion, ConversationStore, Lease, SendMark};

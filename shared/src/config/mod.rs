@@ -9,7 +9,11 @@
 //! Names follow the seeds (`REDIS_HOST`, `POSTGRES_DB`, `AI_SERVICE_URL`, …);
 //! the rest are ours and listed in README's configuration table.
 
+pub mod integrations;
+
 use std::{fmt, time::Duration};
+
+pub use integrations::{Auth, Integration};
 
 /// A value that must never reach a log line or a response body.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,7 +115,7 @@ pub struct Config {
     /// with an advisory lock. Off, an open breaker answers `503`.
     pub degraded_mode: bool,
     /// `execute_api`'s allow-list (`INTEGRATIONS`, JSON); secrets redacted in `Debug`.
-    pub integrations: std::collections::HashMap<String, crate::integrations::Integration>,
+    pub integrations: std::collections::HashMap<String, integrations::Integration>,
 }
 
 /// The background consumer of the `jobs` stream.
@@ -200,7 +204,7 @@ impl Config {
             redis_breaker_failures: env.parse_or("REDIS_BREAKER_FAILURES", 3u32)?.max(1),
             redis_breaker_cooldown: Duration::from_millis(env.parse_or("REDIS_BREAKER_COOLDOWN_MS", 5_000u64)?),
             degraded_mode: env.parse_or("DEGRADED_MODE", true)?,
-            integrations: crate::integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
+            integrations: integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig {
                 group: env.get("CONSUMER_GROUP").unwrap_or_else(|| "persist".into()),
                 batch_size: env.parse_or("CONSUMER_BATCH_SIZE", 500usize)?.clamp(1, 10_000),

@@ -41,34 +41,53 @@
 
 use std::time::Instant;
 
-use tokio_postgres::GenericClient;
-
+use super::{
+    Answered, Outcome,
+    answer::{self, Draft},
+    delivery,
+};
 use crate::{
     App,
     ai::AiRequest,
-    consumer::writer::{self, Batch, MessageRow},
-    domain::{ConversationId, IncomingMessage, SenderType},
+    domain::{Assistant, ConversationId, IncomingMessage, MessageId, SenderType, Snapshot},
     error::AppError,
     jobs::{ActionResults, PersistMessage},
-    pipeline::{self, Answered, Draft, Outcome},
-    redis::{OwedMessage, Snapshot},
+    postgres::{
+        degraded as sql, history,
+        writer::{self, Batch, MessageRow},
+    },
 };
 
 /// Messages older than this are never answered by a degraded holder: a
 /// retry that old is a duplicate in all but name.
 const OWED_HORIZON_SECS: f64 = 3_600.0;
 
-/// Customer messages stored here that no answer covers yet, oldest first.
-const UNCOVERED: &str = "
-    SELECT m.message_id, m.timestamp FROM messages m
-     WHERE m.conversation_id = $1 AND m.admitted_via = 'postgres' AND m.admit_outcome = 'admitted'
-       AND m.created_at > now() - make_interval(secs => $2)
-       AND NOT EXISTS (SELECT 1 FROM ai_responses r
-                        WHERE r.conversation_id = m.conversation_id AND m.message_id = ANY(r.covered_message_ids))
-     ORDER BY m.created_at, m.timestamp, m.message_id";
-
-/// Runs one validated message through the degraded path.
+/// Runs one validated message through the degraded path, and notes what it
+/// handled for the lazy rebuild of Redis (see
+/// `ConversationStore::restore_after_outage`).
 pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
+    // Postgres failing too is the "both down" case: say so, and the 503
+    // carries Retry-After; nothing was written.
+    let outcome = answer_from_postgres(app, message).await.map_err(|err| match err {
+        AppError::Unavailable { dependency: "postgres" } => {
+            AppError::Unavailable { dependency: "storage (redis and postgres)" }
+        }
+        other => other,
+    })?;
+    let covered: &[String] = match &outcome {
+        Outcome::Completed(answered) => &answered.covered_message_ids,
+        _ => &[],
+    };
+    for id in covered.iter().filter_map(|id| MessageId::parse(id).ok()) {
+        app.store.remember_degraded(&message.conversation_id, &id, true);
+    }
+    if !covered.iter().any(|id| id == message.message_id.as_str()) {
+        app.store.remember_degraded(&message.conversation_id, &message.message_id, false);
+    }
+    Ok(outcome)
+}
+
+async fn answer_from_postgres(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
     // One pooled connection at a time per request: a holder waiting for a
     // second one while every connection is held by holders would stall the
     // pool (until its wait timeout) under a burst.
@@ -90,18 +109,8 @@ async fn admit(
     message: &IncomingMessage,
 ) -> Result<Option<Outcome>, AppError> {
     let (conversation, message_id) = (message.conversation_id.as_str(), message.message_id.as_str());
-    let existing = client
-        .query_opt(
-            "SELECT m.admitted_via, m.admit_outcome,
-                    EXISTS (SELECT 1 FROM ai_responses r WHERE r.conversation_id = m.conversation_id
-                                                           AND m.message_id = ANY(r.covered_message_ids))
-               FROM messages m WHERE m.conversation_id = $1 AND m.message_id = $2",
-            &[&conversation, &message_id],
-        )
-        .await?;
-    if let Some(row) = existing {
-        let (via, outcome, covered): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
-        let owed_here = via == "postgres" && outcome == "admitted" && !covered;
+    if let Some(stored) = sql::stored_message(&***client, conversation, message_id).await? {
+        let owed_here = stored.admitted_via == "postgres" && stored.admit_outcome == "admitted" && !stored.covered;
         return Ok((!owed_here).then_some(Outcome::Duplicate));
     }
     let (outcome, result) = match message.sender_type {
@@ -112,7 +121,7 @@ async fn admit(
     let tx = client.transaction().await?;
     let row = MessageRow { job: PersistMessage::of(message), outcome: outcome.into() };
     let written = async {
-        tx.execute("SELECT set_config('switchboard.admitted_via', 'postgres', true)", &[]).await?;
+        sql::admit_via_postgres(&*tx).await?;
         writer::write_in(&*tx, &Batch { messages: vec![row], ..Batch::default() }).await
     }
     .await;
@@ -138,17 +147,13 @@ async fn classify_customer(
     conversation: &str,
 ) -> Result<(&'static str, Option<Outcome>), AppError> {
     let config = &app.config;
-    let row = client
-        .query_one(
-            "SELECT COALESCE((SELECT bot_paused AND updated_at > now() - make_interval(secs => $2)
-                                FROM conversations WHERE conversation_id = $1), false),
-                    (SELECT count(*) FROM messages
-                      WHERE conversation_id = $1 AND sender_type IN ('user', 'customer')
-                        AND admit_outcome = 'admitted' AND created_at > now() - make_interval(secs => $3))",
-            &[&conversation, &(config.bot_pause_ttl.as_secs_f64()), &(config.rate_limit_window.as_secs_f64())],
-        )
-        .await?;
-    let (paused, recent): (bool, i64) = (row.get(0), row.get(1));
+    let (paused, recent) = sql::customer_standing(
+        &***client,
+        conversation,
+        config.bot_pause_ttl.as_secs_f64(),
+        config.rate_limit_window.as_secs_f64(),
+    )
+    .await?;
     if paused {
         return Ok(("bot_paused", Some(Outcome::BotPaused)));
     }
@@ -167,7 +172,7 @@ async fn answer_owed(
     app: &App,
     client: &mut deadpool_postgres::Client,
     conversation: &ConversationId,
-    assistant: &crate::domain::Assistant,
+    assistant: &Assistant,
     page_id: Option<&str>,
 ) -> Result<Outcome, AppError> {
     let tx = client.transaction().await?;
@@ -194,8 +199,8 @@ async fn answer_owed(
     tx.commit().await?;
 
     let started = Instant::now();
-    let results = pipeline::execute_all(app, conversation, page_id, &actions).await;
-    if pipeline::worth_recording(app, &results) {
+    let results = delivery::execute_all(app, conversation, page_id, &actions).await;
+    if delivery::worth_recording(app, &results) {
         let job =
             ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
         // On failure the actions stay `pending` and the consumer's sweep
@@ -210,7 +215,7 @@ async fn answer_owed(
         ai_response,
         actions,
         rejected,
-        pancake_result: pipeline::pancake_result(app, &results, started),
+        pancake_result: delivery::pancake_result(app, &results, started),
         covered_message_ids,
         restarts,
     };
@@ -225,7 +230,7 @@ async fn answer_round(
     app: &App,
     tx: &deadpool_postgres::Transaction<'_>,
     conversation: &ConversationId,
-    assistant: &crate::domain::Assistant,
+    assistant: &Assistant,
     page_id: Option<&str>,
 ) -> Result<Option<(Draft, i64, u32)>, AppError> {
     let config = &app.config;
@@ -236,40 +241,24 @@ async fn answer_round(
     // lock; its message stays uncovered for the retry).
     let wait_ms = (config.lock_ttl / 3).as_millis().max(1);
     let idle_ms = (config.ai_timeout * (config.max_restarts + 1) + config.lock_ttl).as_millis();
-    tx.execute(
-        "SELECT set_config('lock_timeout', $1, true), set_config('idle_in_transaction_session_timeout', $2, true)",
-        &[&wait_ms.to_string(), &idle_ms.to_string()],
-    )
-    .await?;
-    let locked = tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&conversation.as_str()]).await;
-    if let Err(err) = locked {
-        if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-            return Err(AppError::Unavailable { dependency: "the conversation (busy)" });
-        }
-        return Err(err.into());
+    if !sql::lock_conversation(&**tx, conversation, wait_ms, idle_ms).await? {
+        return Err(AppError::Unavailable { dependency: "the conversation (busy)" });
     }
-    let mut owed = uncovered(&**tx, conversation).await?;
+    let mut owed = sql::uncovered(&**tx, conversation, OWED_HORIZON_SECS).await?;
     if owed.is_empty() {
         return Ok(None);
     }
-    let fence: i64 = tx
-        .query_one(
-            "SELECT GREATEST(COALESCE((SELECT fence FROM conversations WHERE conversation_id = $1), 0) + 1,
-                             (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)",
-            &[&conversation.as_str()],
-        )
-        .await?
-        .get(0);
+    let fence = sql::next_fence(&**tx, conversation).await?;
     let mut restarts = 0;
     loop {
-        let mut context = pipeline::load_history(&**tx, conversation, config.context_max_messages).await?;
+        let mut context = history::load_history(&**tx, conversation, config.context_max_messages).await?;
         context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
         let snapshot = Snapshot { context, owed: owed.clone(), returning: true };
         let request =
             AiRequest { assistant, conversation_id: conversation.as_str(), context: &snapshot.context, pending: &owed };
-        let outcome = pipeline::answer(app, assistant, request).await;
-        let draft = pipeline::draft(app, conversation, fence, &snapshot, assistant, page_id, outcome).await;
-        let latest = uncovered(&**tx, conversation).await?;
+        let outcome = answer::answer(app, assistant, request).await;
+        let draft = answer::draft(app, conversation, fence, &snapshot, assistant, page_id, outcome).await;
+        let latest = sql::uncovered(&**tx, conversation, OWED_HORIZON_SECS).await?;
         if latest.len() > owed.len() && restarts < config.max_restarts {
             tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
             owed = latest;
@@ -278,13 +267,4 @@ async fn answer_round(
         }
         return Ok(Some((draft, fence, restarts)));
     }
-}
-
-async fn uncovered(db: &impl GenericClient, conversation: &ConversationId) -> Result<Vec<OwedMessage>, AppError> {
-    let rows = db.query(UNCOVERED, &[&conversation.as_str(), &OWED_HORIZON_SECS]).await?;
-    Ok(rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| OwedMessage { message_id: r.get(0), timestamp: r.get(1), seq: i as i64 + 1 })
-        .collect())
 }

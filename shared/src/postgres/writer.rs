@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     customer_info::{self, CustomerInfo},
+    domain::ActionStatus,
     jobs::{ActionResults, PersistAnswer, PersistMessage, UpdateConversation},
 };
 
@@ -81,7 +82,7 @@ pub async fn write_in(tx: &impl GenericClient, batch: &Batch) -> Result<(), toki
 /// The tail both message writers share: from the inserted rows to the
 /// conversation counters (only rows actually inserted count, so a redelivery
 /// adds nothing), locking conversations in key order.
-const COUNT_INTO_CONVERSATIONS: &str = "
+pub const COUNT_INTO_CONVERSATIONS: &str = "
     per_conversation AS (
         SELECT i.conversation_id,
                COUNT(*) AS n,
@@ -105,7 +106,9 @@ const COUNT_INTO_CONVERSATIONS: &str = "
         bot_paused = c.bot_paused OR EXCLUDED.bot_paused,
         updated_at = now()";
 
-const INSERT_MESSAGES: &str = "
+/// The head of every message writer: from an `input` relation to the
+/// inserted rows (the benchmark's `COPY` writer shares it).
+pub const INSERT_MESSAGES: &str = "
     inserted AS (
         INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp,
                               metadata, admit_outcome)
@@ -116,60 +119,9 @@ const INSERT_MESSAGES: &str = "
         RETURNING conversation_id, message_id, timestamp, sender_type
     ),";
 
-/// Messages by binary `COPY` into a per-session staging table, then one
-/// idempotent `INSERT … SELECT`: the alternative to
-/// [`write_messages_unnest`], kept for the benchmark that compares the two.
-/// It measured no faster (BENCHMARKS.md) and its staging table pins the
-/// session, which a transaction-pooling proxy (RDS Proxy) cannot share.
-pub async fn write_messages_copy(
-    tx: &tokio_postgres::Transaction<'_>,
-    rows: &[MessageRow],
-) -> Result<(), tokio_postgres::Error> {
-    use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
-    if rows.is_empty() {
-        return Ok(());
-    }
-    tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS staging_messages (
-             conversation_id text, message_id text, sender_id text, sender_type text, content text,
-             ts float8, metadata jsonb, outcome text, page_id text) ON COMMIT DELETE ROWS",
-    )
-    .await?;
-    let sink = tx.copy_in("COPY staging_messages FROM STDIN (FORMAT binary)").await?;
-    let types =
-        [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::JSONB, Type::TEXT, Type::TEXT];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    futures::pin_mut!(writer);
-    for row in rows {
-        let j = &row.job;
-        let content = j.content.replace('\0', "");
-        let metadata = Value::Object(j.metadata.clone());
-        writer
-            .as_mut()
-            .write(&[
-                &j.conversation_id,
-                &j.message_id,
-                &j.sender_id,
-                &j.sender_type,
-                &content,
-                &j.timestamp,
-                &metadata,
-                &row.outcome,
-                &j.page_id,
-            ])
-            .await?;
-    }
-    writer.finish().await?;
-    tx.execute(
-        &format!("WITH input AS (SELECT * FROM staging_messages), {INSERT_MESSAGES} {COUNT_INTO_CONVERSATIONS}"),
-        &[],
-    )
-    .await?;
-    Ok(())
-}
-
 /// Messages by `UNNEST` of bound arrays in one statement: the writer the
-/// consumer uses (as fast as `COPY` in BENCHMARKS.md, and no staging table).
+/// consumer uses (as fast as `COPY` in BENCHMARKS.md, and no staging table;
+/// the benchmark's alternative writers live in `bench/`).
 pub async fn write_messages_unnest(db: &impl GenericClient, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -341,7 +293,7 @@ async fn write_answers(db: &impl GenericClient, answers: &[PersistAnswer]) -> Re
             action_conversation.push(a.conversation_id.clone());
             action_type.push(job.action.action_type.clone());
             data.push(Value::Object(job.action.data.clone()));
-            status.push(job.status.clone());
+            status.push(job.status.as_str().to_owned());
             last_error.push(job.last_error.clone());
         }
     }
@@ -428,7 +380,8 @@ async fn write_results(db: &impl GenericClient, batches: &[ActionResults]) -> Re
         conversation.push(batch.conversation_id.clone());
         action_type.push(r.action_type.clone());
         // A retryable failure stays `retrying` until the consumer's retries settle it.
-        status.push(if r.status == "failed" && r.retryable { "retrying".to_owned() } else { r.status.clone() });
+        let stored = if r.status == ActionStatus::Failed && r.retryable { ActionStatus::Retrying } else { r.status };
+        status.push(stored.as_str().to_owned());
         error.push(r.error.clone());
         pancake_id.push(r.pancake_message_id.clone());
         attempt.push(r.attempt as i32);
@@ -506,76 +459,5 @@ async fn write_updates(db: &impl GenericClient, updates: &[UpdateConversation]) 
         &params,
     )
     .await?;
-    Ok(())
-}
-
-/// Row by row, for the benchmark's comparison only: one `INSERT` per message
-/// and per conversation update, in one transaction (`autocommit: false`) or
-/// each statement committed on its own (`autocommit: true`, what a
-/// per-message writer does).
-pub async fn write_messages_row_by_row(
-    client: &mut Client,
-    rows: &[MessageRow],
-    autocommit: bool,
-) -> Result<(), tokio_postgres::Error> {
-    // Prepared once per call, as a careful per-row writer would.
-    let insert = client
-        .prepare(
-            "INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp, metadata, admit_outcome)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (conversation_id, message_id) DO NOTHING",
-        )
-        .await?;
-    let upsert = client
-        .prepare(
-            "INSERT INTO conversations AS c (conversation_id, page_id, last_message_id, last_message_timestamp, total_messages)
-             VALUES ($1, $2, $3, $4, 1)
-             ON CONFLICT (conversation_id) DO UPDATE SET
-                 total_messages = c.total_messages + 1,
-                 last_message_id = CASE WHEN EXCLUDED.last_message_timestamp >= COALESCE(c.last_message_timestamp, '-Infinity')
-                                        THEN EXCLUDED.last_message_id ELSE c.last_message_id END,
-                 last_message_timestamp = GREATEST(c.last_message_timestamp, EXCLUDED.last_message_timestamp)",
-        )
-        .await?;
-    let statements = (&insert, &upsert);
-    if autocommit {
-        for row in rows {
-            let tx = client.transaction().await?;
-            insert_row(&tx, statements, row).await?;
-            tx.commit().await?;
-        }
-        return Ok(());
-    }
-    let tx = client.transaction().await?;
-    for row in rows {
-        insert_row(&tx, statements, row).await?;
-    }
-    tx.commit().await
-}
-
-async fn insert_row(
-    tx: &tokio_postgres::Transaction<'_>,
-    (insert, upsert): (&tokio_postgres::Statement, &tokio_postgres::Statement),
-    row: &MessageRow,
-) -> Result<(), tokio_postgres::Error> {
-    let j = &row.job;
-    let metadata = Value::Object(j.metadata.clone());
-    let inserted = tx
-        .execute(
-            insert,
-            &[
-                &j.conversation_id,
-                &j.message_id,
-                &j.sender_id,
-                &j.sender_type,
-                &j.content,
-                &j.timestamp,
-                &metadata,
-                &row.outcome,
-            ],
-        )
-        .await?;
-    if inserted == 1 {
-        tx.execute(upsert, &[&j.conversation_id, &j.page_id, &j.message_id, &j.timestamp]).await?;
-    }
     Ok(())
 }

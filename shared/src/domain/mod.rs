@@ -4,8 +4,14 @@
 //! naming the first bad field (`413` for oversized content). Nothing is written
 //! anywhere before it succeeds, so a rejected request changes nothing.
 
+mod action_status;
+mod conversation;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use action_status::ActionStatus;
+pub use conversation::{ContextEntry, OwedMessage, Snapshot};
 
 use crate::error::AppError;
 

@@ -1,0 +1,78 @@
+//! Side-effect jobs: answering a conversation in the background (a webhook
+//! message, a spent restart budget) and retrying one action's delivery,
+//! guarded by its send mark.
+
+use super::{Consumer, Summary, job::Job};
+use crate::{
+    domain::{ActionStatus, ConversationId},
+    jobs::{self, ActionResult, ActionResults},
+    pipeline,
+    redis::SendMark,
+};
+
+impl Consumer {
+    pub(super) async fn run_effect(&self, effect: Job, summary: &mut Summary, delivered: u64) -> Result<(), String> {
+        match effect {
+            Job::Process(job) => {
+                let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
+                pipeline::redrive(&self.app, &conversation, job.page_id.as_deref(), job.assistant_id.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                summary.conversations_processed += 1;
+                Ok(())
+            }
+            Job::Deliver(job) => {
+                let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
+                let attempt = job.attempt.max(delivered as u32);
+                let result = match self.app.store.send_mark(&conversation, &job.action.action_id).await {
+                    Err(e) => return Err(e.to_string()),
+                    // Pancake already has it (the holder's results were lost): record, never resend.
+                    Ok(SendMark::AlreadySent) => ActionResult {
+                        action_id: job.action.action_id,
+                        action_type: job.action.action_type.clone(),
+                        status: ActionStatus::Sent,
+                        pancake_message_id: None,
+                        error: None,
+                        retryable: false,
+                        attempt,
+                        response: None,
+                    },
+                    Ok(SendMark::Busy) => return Err("a delivery of this action is under way".into()),
+                    Ok(SendMark::Go) => {
+                        pipeline::execute(&self.app, &conversation, job.page_id.as_deref(), &job.action, attempt).await
+                    }
+                };
+                let failed_retryable = result.status == ActionStatus::Failed && result.retryable;
+                let final_failure = failed_retryable && delivered >= self.settings.max_deliveries;
+                let mut recorded = result.clone();
+                if final_failure {
+                    recorded.retryable = false;
+                }
+                let results = ActionResults {
+                    response_id: job.response_id,
+                    conversation_id: job.conversation_id.clone(),
+                    fence: job.fence,
+                    results: vec![recorded],
+                };
+                let sent: Vec<String> = result.pancake_message_id.clone().into_iter().collect();
+                let payload = serde_json::to_string(&results).map_err(|e| e.to_string())?;
+                let marks = [(job.action.action_id, result.status == ActionStatus::Sent)];
+                self.app
+                    .store
+                    .record_delivery(&conversation, &sent, &[(jobs::ACTION_RESULTS, &payload)], &marks)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                summary.actions_redelivered += 1;
+                if failed_retryable {
+                    // Stays pending: retried after `claim_idle`; past the
+                    // delivery budget it moves to the dead-letter stream (its
+                    // action already recorded as finally `failed`).
+                    Err(result.error.unwrap_or_else(|| "delivery failed".into()))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The sweep: work nobody else will do — conversations whose lock holder
+//! died with messages owed, actions never delivered — and stream trimming.
+
+use std::time::Instant;
+
+use super::{Consumer, Summary};
+use crate::{
+    clock::now_ms, domain::ConversationId, error::AppError, jobs, pipeline, postgres::actions as undelivered_actions,
+};
+
+impl Consumer {
+    pub(super) fn sweep_due(&self) -> bool {
+        let Ok(mut last) = self.last_sweep.lock() else { return false };
+        match *last {
+            Some(at) if at.elapsed() < self.settings.sweep_interval => false,
+            _ => {
+                *last = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Finds work nobody else will do: conversations with owed messages and
+    /// no live lock holder (a holder died), and answers whose actions were
+    /// never delivered (the holder died between `complete` and delivery).
+    /// Also trims acknowledged entries off the stream.
+    pub async fn sweep(&self) -> Result<Summary, AppError> {
+        let mut summary = Summary::default();
+        let lock_ttl = self.app.config.lock_ttl.as_millis() as u64;
+        let stranded = self.app.store.owed_conversations(now_ms().saturating_sub(lock_ttl), 50).await?;
+        for id in stranded {
+            let Ok(conversation) = ConversationId::parse(&id) else { continue };
+            match pipeline::redrive(&self.app, &conversation, None, None).await {
+                Ok(Some(_)) => summary.stranded_redriven += 1,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(conversation_id = %id, error = %err, "re-drive failed; retried next sweep"),
+            }
+        }
+        summary += self.sweep_undelivered().await?;
+        for shard in &self.shards {
+            self.trim(shard).await?;
+        }
+        Ok(summary)
+    }
+
+    pub(super) async fn sweep_undelivered(&self) -> Result<Summary, AppError> {
+        if !self.app.pancake.enabled() {
+            return Ok(Summary::default());
+        }
+        let client = self.app.db.get().await?;
+        let seconds = self.settings.undelivered_after.as_secs_f64();
+        // Enqueue first, then flip to `retrying`: a crash in between leaves
+        // rows `pending` (found again next sweep), never stranded. Two sweeps
+        // racing may both enqueue one action; its send mark lets one deliver.
+        let mut ids = Vec::new();
+        for job in undelivered_actions::undelivered(&**client, seconds, 500).await? {
+            let Ok(conversation) = ConversationId::parse(&job.conversation_id) else { continue };
+            let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
+            self.app.store.enqueue(&conversation, jobs::DELIVER_ACTION, &payload).await?;
+            ids.push(job.action.action_id);
+        }
+        undelivered_actions::mark_retrying(&**client, &ids).await?;
+        Ok(Summary { actions_redelivered: 0, ..Default::default() })
+    }
+}

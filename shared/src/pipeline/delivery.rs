@@ -1,0 +1,214 @@
+//! Delivery: an answer's actions executed in order after `complete` — texts
+//! and assignments to Pancake, `execute_api` to its integration — and their
+//! results enqueued with the `sent` marks that keep a retry from sending
+//! twice. Also what the consumer calls to retry one action.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    App,
+    actions::Action,
+    clock::elapsed_ms,
+    domain::{ActionStatus, ConversationId},
+    jobs::{self, ActionResult, ActionResults, DeliverAction},
+    pancake::PancakeError,
+};
+
+/// Executes the actions in order and enqueues their results. Returns seed
+/// 001's `pancake_result`. With Pancake delivery disabled, messages are not
+/// sent (recorded `not_sent`), while actions that do not go to Pancake
+/// (`execute_api`) still run.
+pub(super) async fn deliver(
+    app: &App,
+    conversation: &ConversationId,
+    fence: i64,
+    response_id: Uuid,
+    page_id: Option<&str>,
+    actions: &[Action],
+) -> Value {
+    let started = Instant::now();
+    let results = execute_all(app, conversation, page_id, actions).await;
+    if worth_recording(app, &results) {
+        let job =
+            ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
+        let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
+        let retries: Vec<String> = actions
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.status == ActionStatus::Failed && r.retryable)
+            .filter_map(|(action, _)| {
+                serde_json::to_string(&DeliverAction {
+                    response_id,
+                    conversation_id: conversation.to_string(),
+                    page_id: page_id.map(String::from),
+                    fence,
+                    action: action.clone(),
+                    attempt: 1,
+                })
+                .ok()
+            })
+            .collect();
+        let marks: Vec<(Uuid, bool)> = actions
+            .iter()
+            .zip(&results)
+            .filter(|(a, _)| goes_to_pancake(app, a))
+            .map(|(a, r)| (a.action_id, r.status == ActionStatus::Sent))
+            .collect();
+        let enqueued = match serde_json::to_string(&job) {
+            Ok(payload) => record_with_retry(app, conversation, &sent_ids, &payload, &retries, &marks).await,
+            Err(_) => false,
+        };
+        if !enqueued {
+            // The answer job already holds these actions as `pending`; the
+            // consumer's sweep (idempotent by action id) settles them.
+            tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
+        }
+    }
+    pancake_result(app, &results, started)
+}
+
+/// Executes the actions in order (the first attempt).
+pub(super) async fn execute_all(
+    app: &App,
+    conversation: &ConversationId,
+    page_id: Option<&str>,
+    actions: &[Action],
+) -> Vec<ActionResult> {
+    let mut results = Vec::with_capacity(actions.len());
+    for action in actions {
+        results.push(execute(app, conversation, page_id, action, 0).await);
+    }
+    results
+}
+
+/// Whether results are worth a row update: with delivery off and nothing
+/// but recorded-only actions, the answer job already holds the final state.
+pub(super) fn worth_recording(app: &App, results: &[ActionResult]) -> bool {
+    app.pancake.enabled() || results.iter().any(|r| !matches!(r.status, ActionStatus::NotSent | ActionStatus::Done))
+}
+
+/// Seed 001's `pancake_result` for executed actions.
+pub(super) fn pancake_result(app: &App, results: &[ActionResult], started: Instant) -> Value {
+    let executed = results.iter().filter(|r| r.status.is_executed()).count();
+    let failed = results.iter().filter(|r| r.status == ActionStatus::Failed).count();
+    if !app.pancake.enabled() {
+        return json!({
+            "status": "disabled",
+            "reason": "PANCAKE_BASE_URL is not set: nothing was sent to Pancake (the answer and its messages are stored as not_sent)",
+            "actions_executed": executed,
+            "results": results,
+        });
+    }
+    json!({
+        "status": if failed == 0 { "success" } else if executed > 0 { "partial" } else { "failed" },
+        "actions_executed": executed,
+        "actions_failed": failed,
+        "delivery_ms": elapsed_ms(started.elapsed()),
+        "results": results,
+    })
+}
+
+/// Records delivery results, retrying briefly in place: if this fails the
+/// actions stay `pending` and the sweep will look at them, which is safe
+/// (their `sent` marks are checked) but slower.
+async fn record_with_retry(
+    app: &App,
+    conversation: &ConversationId,
+    sent_ids: &[String],
+    payload: &str,
+    retries: &[String],
+    marks: &[(Uuid, bool)],
+) -> bool {
+    let jobs: Vec<(&str, &str)> = std::iter::once((jobs::ACTION_RESULTS, payload))
+        .chain(retries.iter().map(|retry| (jobs::DELIVER_ACTION, retry.as_str())))
+        .collect();
+    for wait in [100u64, 400, 0] {
+        if app.store.record_delivery(conversation, sent_ids, &jobs, marks).await.is_ok() {
+            return true;
+        }
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+    }
+    false
+}
+
+/// Whether delivering `action` calls Pancake.
+pub(super) fn goes_to_pancake(app: &App, action: &Action) -> bool {
+    action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns())
+}
+
+/// Executes one action against Pancake (used by the lock holder and, for
+/// retries, by the background consumer).
+pub async fn execute(
+    app: &App,
+    conversation: &ConversationId,
+    page_id: Option<&str>,
+    action: &Action,
+    attempt: u32,
+) -> ActionResult {
+    let mut result = ActionResult {
+        action_id: action.action_id,
+        action_type: action.action_type.clone(),
+        status: ActionStatus::Done,
+        pancake_message_id: None,
+        error: None,
+        retryable: false,
+        attempt,
+        response: None,
+    };
+    let needs_pancake = goes_to_pancake(app, action);
+    if needs_pancake && !app.pancake.enabled() {
+        result.status = ActionStatus::NotSent;
+        result.error = Some(PancakeError::Disabled.to_string());
+        return result;
+    }
+    let page_id = match page_id {
+        Some(p) => p,
+        None if needs_pancake => {
+            result.status = ActionStatus::Failed;
+            result.error = Some("no page_id: set metadata.page_id or the assistant's page_ids".into());
+            return result;
+        }
+        None => "",
+    };
+    let sent = if let Some(text) = action.customer_text() {
+        app.pancake.send_text(page_id, conversation.as_str(), &text).await.map(|id| {
+            result.status = ActionStatus::Sent;
+            result.pancake_message_id = id;
+        })
+    } else {
+        match action.action_type.as_str() {
+            // The bot is already paused (atomically, in `complete`).
+            "transfer_to_agent" if app.pancake.assigns() => {
+                app.pancake.assign(page_id, conversation.as_str()).await.map(|()| result.status = ActionStatus::Sent)
+            }
+            "execute_api" => {
+                match app.integrations.execute(&action.data).await {
+                    Ok(response) => {
+                        result.status = ActionStatus::Sent;
+                        result.response = Some(response);
+                    }
+                    Err(error) => {
+                        result.status = ActionStatus::Failed;
+                        result.error = Some(error);
+                    }
+                }
+                Ok(())
+            }
+            // transfer without assignment, collect_info (customer fields are
+            // extracted by the consumer), end_conversation: recorded only.
+            _ => Ok(()),
+        }
+    };
+    if let Err(err) = sent {
+        tracing::warn!(conversation_id = %conversation, action = %action.action_type, error = %err, "pancake delivery failed");
+        result.status = ActionStatus::Failed;
+        result.retryable = err.is_retryable();
+        result.error = Some(err.to_string());
+    }
+    result
+}
