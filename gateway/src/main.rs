@@ -9,8 +9,15 @@
 //! migrations and exits (scripts and deploy steps use it); `local-gateway
 //! consume` runs only the consumer, as a process of its own.
 
-use axum::{Router, body::Bytes, extract::State, response::IntoResponse};
-use switchboard::{App, Config, consumer::Consumer, telemetry};
+use std::net::SocketAddr;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{ConnectInfo, State},
+    response::IntoResponse,
+};
+use switchboard::{App, Config, consumer::Consumer, http::SourceIp, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,13 +43,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = Router::new().fallback(serve).with_state(app);
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
     tracing::info!(address = %listener.local_addr()?, "local gateway listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await?;
     Ok(())
 }
 
 /// Every request goes to the shared router, exactly as a Lambda event would.
-async fn serve(State(app): State<App>, request: http::Request<axum::body::Body>) -> impl IntoResponse {
-    let (parts, body) = request.into_parts();
+async fn serve(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: http::Request<axum::body::Body>,
+) -> impl IntoResponse {
+    let (mut parts, body) = request.into_parts();
+    // What API Gateway reports as `sourceIp` for a Lambda event.
+    parts.extensions.insert(SourceIp(peer.ip().to_string()));
     let limit = switchboard::http::MAX_BODY_BYTES + 1;
     // Read one byte past the limit so the router answers 413 itself.
     let body = match axum::body::to_bytes(body, limit).await {

@@ -60,6 +60,7 @@ impl App {
             store.connection(),
             cache.clone(),
             &config.redis_key_prefix,
+            config.max_response_bytes,
         );
         Ok(Self {
             integrations,
@@ -80,12 +81,16 @@ impl App {
     }
 }
 
-/// The outbound HTTP client (AI service, Pancake): rustls with the ring
-/// provider, pooled connections, bounded connect time.
+/// The outbound HTTP client (AI service, Pancake, integrations): rustls with
+/// the ring provider, pooled connections, bounded connect time, no redirects.
 pub fn http_client() -> Result<reqwest::Client, StartupError> {
     // A second install (several Apps in one process) is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+        // Never follow a redirect: an integration's 302 to another host (or
+        // outside its base path) would carry its credentials there. A 3xx is
+        // an answer like any other, recorded as the call's result.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(60))
         .pool_idle_timeout(std::time::Duration::from_secs(50))

@@ -7,7 +7,10 @@ use http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{config::Secret, error::AppError};
+use crate::{
+    config::Secret,
+    error::{AppError, AuthFailure},
+};
 
 /// Constant-time equality of two secrets of any length.
 pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
@@ -23,8 +26,12 @@ pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), AppE
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or(AppError::Unauthorized)?;
-    if secrets_match(given.as_bytes(), expected.expose().as_bytes()) { Ok(()) } else { Err(AppError::Unauthorized) }
+        .ok_or(AppError::Unauthorized { reason: AuthFailure::Missing })?;
+    if secrets_match(given.as_bytes(), expected.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(AppError::Unauthorized { reason: AuthFailure::Wrong })
+    }
 }
 
 #[cfg(test)]

@@ -16,22 +16,68 @@ pub enum AppError {
     #[error("{field} is larger than {limit} bytes")]
     TooLarge { field: &'static str, limit: usize },
     #[error("missing or invalid bearer token")]
-    Unauthorized,
+    Unauthorized { reason: AuthFailure },
+    /// Pancake's webhook authenticates with a query secret, not a header.
+    #[error("missing or invalid webhook token (the token query parameter)")]
+    BadWebhookToken { reason: AuthFailure },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
-    #[error("too many messages for this conversation")]
-    RateLimited { retry_after_secs: u64 },
+    #[error("too many messages for this {scope}")]
+    RateLimited { retry_after_secs: u64, scope: RateScope },
     #[error("{dependency} is unavailable")]
     Unavailable { dependency: &'static str },
     #[error("internal error")]
     Internal,
 }
 
+/// Why a credential was refused: logged and counted, never in a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Wrong,
+    /// The route's secret is not configured: every call is refused.
+    NotConfigured,
+}
+
+impl AuthFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Wrong => "wrong",
+            Self::NotConfigured => "not_configured",
+        }
+    }
+}
+
+/// Which sliding window refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateScope {
+    Conversation,
+    Page,
+}
+
+impl std::fmt::Display for RateScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Conversation => "conversation",
+            Self::Page => "page",
+        })
+    }
+}
+
 impl AppError {
+    /// Why authentication failed, if this is an authentication failure.
+    pub fn auth_failure(&self) -> Option<AuthFailure> {
+        match self {
+            Self::Unauthorized { reason } | Self::BadWebhookToken { reason } => Some(*reason),
+            _ => None,
+        }
+    }
+
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::InvalidField { field, message: message.into() }
     }
@@ -40,7 +86,7 @@ impl AppError {
         match self {
             Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized { .. } | Self::BadWebhookToken { .. } => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -54,7 +100,7 @@ impl AppError {
         match self {
             Self::InvalidField { .. } => "invalid_request",
             Self::TooLarge { .. } => "payload_too_large",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized { .. } | Self::BadWebhookToken { .. } => "unauthorized",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
@@ -71,20 +117,20 @@ impl AppError {
             Self::InvalidField { field, .. } | Self::TooLarge { field, .. } => {
                 error["field"] = json!(field);
             }
-            Self::RateLimited { retry_after_secs } => error["retry_after_seconds"] = json!(retry_after_secs),
+            Self::RateLimited { retry_after_secs, .. } => error["retry_after_seconds"] = json!(retry_after_secs),
             _ => {}
         }
         let mut response = crate::response::json_response(self.status(), &json!({ "success": false, "error": error }));
         let headers = response.headers_mut();
         match &self {
-            Self::RateLimited { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             // Both stores down is transient by nature: tell the sender when to retry.
             Self::Unavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            Self::Unauthorized => {
+            Self::Unauthorized { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ => {}
@@ -140,8 +186,19 @@ mod tests {
 
     #[test]
     fn a_rate_limit_carries_retry_after() {
-        let response = AppError::RateLimited { retry_after_secs: 7 }.into_response();
+        let response = AppError::RateLimited { retry_after_secs: 7, scope: RateScope::Page }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"]["message"], "too many messages for this page");
+    }
+
+    #[test]
+    fn a_webhook_refusal_names_the_query_token_not_a_bearer_header() {
+        let response = AppError::BadWebhookToken { reason: AuthFailure::Wrong }.into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains("token query parameter"));
     }
 }

@@ -80,9 +80,9 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
             "message_id": message_id,
             "storage_backend": backend,
         }),
-        Outcome::RateLimited { retry_after_secs } => {
+        Outcome::RateLimited { retry_after_secs, scope } => {
             // Stored, not answered: the 429 tells the sender to slow down.
-            let mut response = AppError::RateLimited { retry_after_secs }.into_response();
+            let mut response = AppError::RateLimited { retry_after_secs, scope }.into_response();
             let mut body: Value = serde_json::from_slice(response.body()).unwrap_or_default();
             body["result"] = json!({
                 "status": "rate_limited",
@@ -100,7 +100,7 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
             "success": true,
             "result": result,
             "timestamp": now_epoch_seconds(),
-            "processing_time_ms": (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0,
+            "processing_time_ms": crate::clock::elapsed_ms(started.elapsed()),
         }),
     ))
 }

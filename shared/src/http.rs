@@ -11,6 +11,11 @@ use crate::{App, admin, error::AppError, handlers, response::json_response};
 /// 64 KiB of content plus a little JSON).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// The caller's address, as the entry point saw it (API Gateway's
+/// `sourceIp`, the local gateway's peer), carried as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIp(pub String);
+
 /// Dispatches one request. Never panics on input; every failure is an
 /// [`AppError`] mapped to its status.
 pub async fn route(app: &App, request: Request<Bytes>) -> Response<Bytes> {
@@ -19,7 +24,39 @@ pub async fn route(app: &App, request: Request<Bytes>) -> Response<Bytes> {
     } else {
         dispatch(app, &request).await
     };
+    if let Err(err) = &result
+        && let Some(reason) = err.auth_failure()
+    {
+        refused(app, &request, reason).await;
+    }
     result.unwrap_or_else(AppError::into_response)
+}
+
+/// A refused credential, made visible: one log line (route, source, reason;
+/// never the token) and a count per route family in Redis, which
+/// `GET /api/v1/admin/stats` reports, so brute force shows.
+async fn refused(app: &App, request: &Request<Bytes>, reason: crate::error::AuthFailure) {
+    let route = route_family(request.uri().path());
+    let source = request.extensions().get::<SourceIp>().map_or("unknown", |s| s.0.as_str());
+    tracing::warn!(route, method = %request.method(), source, reason = reason.as_str(), "authentication failed");
+    if let Err(err) = app.store.count_auth_failure(route).await {
+        tracing::warn!(error = %err, "authentication failure not counted");
+    }
+}
+
+/// The family a path belongs to (a bounded set of labels for the counter).
+fn route_family(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/admin") {
+        "admin"
+    } else if path.starts_with("/api/cache") {
+        "cache"
+    } else if path.starts_with("/api/v1/pancake/webhook") {
+        "webhook"
+    } else if path.starts_with("/api/v1/enhanced-handle-message") {
+        "enhanced-handle-message"
+    } else {
+        "other"
+    }
 }
 
 async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>, AppError> {
@@ -87,19 +124,30 @@ fn known_path(rest: &[&str]) -> AppError {
     }
 }
 
+/// A path segment percent-decoded (`None` if not valid UTF-8 once decoded).
+/// `%` not followed by two hex digits stays as it is, as browsers and
+/// API Gateway leave it.
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    percent_encoding::percent_decode_str(segment).decode_utf8().ok().map(std::borrow::Cow::into_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_sign_is_not_a_hex_digit() {
+        assert_eq!(percent_decode("%+5").as_deref(), Some("%+5"));
+        assert_eq!(percent_decode("a%3Ab").as_deref(), Some("a:b"));
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_segments_round_trip(raw in "\\PC{0,16}") {
+            let encoded = percent_encoding::utf8_percent_encode(&raw, percent_encoding::NON_ALPHANUMERIC).to_string();
+            prop_assert_eq!(percent_decode(&encoded), Some(raw));
         }
     }
-    String::from_utf8(out).ok()
 }

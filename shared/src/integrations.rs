@@ -26,9 +26,44 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    body_cap::read_capped,
     cache::{Cache, CacheKind},
     config::{Auth, Integration},
 };
+
+/// Refuses a `data.path` that could leave the integration's base path once
+/// decoded — however many times a server decodes it (`%252e%252e` is `..`
+/// after two) — or smuggle a scheme, a query, a fragment, a backslash or a
+/// `;` path parameter (`..;/x` is `../x` to some servers).
+fn safe_path(path: &str) -> Result<(), String> {
+    let refused = || "data.path must stay under the integration's base URL".to_owned();
+    let mut decoded = path.to_owned();
+    for _ in 0..4 {
+        let next = percent_encoding::percent_decode_str(&decoded).decode_utf8().map_err(|_| refused())?.into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let escapes = decoded.contains('%')
+        || decoded.contains("://")
+        || decoded.contains(['\\', '?', '#', ';'])
+        || decoded.chars().any(char::is_control)
+        || decoded.split('/').any(|s| s == "." || s.starts_with(".."));
+    if escapes { Err(refused()) } else { Ok(()) }
+}
+
+/// The first `max` bytes of `text` (on a character boundary), marked as cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut at {max} bytes]", &text[..end])
+}
 
 /// A token is treated as expired this long before the provider says.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -44,6 +79,8 @@ pub struct Integrations {
     conn: BreakerConnection,
     cache: Arc<Cache>,
     prefix: String,
+    /// Largest response body read (`MAX_RESPONSE_BYTES`).
+    max_body: usize,
 }
 
 impl std::fmt::Debug for Integrations {
@@ -59,8 +96,9 @@ impl Integrations {
         conn: BreakerConnection,
         cache: Arc<Cache>,
         prefix: &str,
+        max_body: usize,
     ) -> Self {
-        Self { map: Arc::new(map), client, conn, cache, prefix: prefix.to_owned() }
+        Self { map: Arc::new(map), client, conn, cache, prefix: prefix.to_owned(), max_body }
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -82,16 +120,7 @@ impl Integrations {
             return Err(format!("method {method} is not allowed (GET or POST)"));
         }
         let path = data.get("path").and_then(Value::as_str).unwrap_or("");
-        let escapes = path.contains("://")
-            || path.contains('\\')
-            || path.contains(['?', '#'])
-            || path.to_ascii_lowercase().contains("%2e")
-            || path.to_ascii_lowercase().contains("%2f")
-            || path.split('/').any(|s| s == ".." || s == ".")
-            || path.chars().any(char::is_control);
-        if escapes {
-            return Err("data.path must stay under the integration's base URL".into());
-        }
+        safe_path(path)?;
         let base = format!("{}/{}", integration.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
         let query: Vec<(String, String)> = match data.get("query") {
             None | Some(Value::Null) => Vec::new(),
@@ -104,7 +133,10 @@ impl Integrations {
         let mut url = reqwest::Url::parse(&base).map_err(|e| format!("{name}: bad URL: {e}"))?;
         // The normalised URL must still be the integration's origin and path.
         let root = reqwest::Url::parse(&integration.base_url).map_err(|e| format!("{name}: bad base URL: {e}"))?;
-        if url.origin() != root.origin() || !url.path().starts_with(root.path().trim_end_matches('/')) {
+        let root_path = root.path().trim_end_matches('/');
+        let under_root =
+            url.path().strip_prefix(root_path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if url.origin() != root.origin() || !under_root {
             return Err("data.path must stay under the integration's base URL".into());
         }
         if !query.is_empty() {
@@ -149,12 +181,21 @@ impl Integrations {
             break response;
         };
         let status = response.status();
-        let text = response.text().await.map_err(|e| format!("{name}: {}", e.without_url()))?;
+        if status.is_redirection() {
+            // Never followed (see `app::http_client`): recorded as the result.
+            return Err(format!("{name} answered HTTP {status} (a redirect, not followed)"));
+        }
+        let bytes = read_capped(response, self.max_body).await.map_err(|e| format!("{name}: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             return Err(format!("{name} answered HTTP {status}: {}", text.chars().take(300).collect::<String>()));
         }
-        let body: Value =
-            serde_json::from_str(&text).unwrap_or(Value::String(text.chars().take(MAX_STORED_RESPONSE).collect()));
+        // What is stored on the action, cached and returned is cut to
+        // MAX_STORED_RESPONSE: whole when small, a cut text otherwise.
+        let body: Value = match serde_json::from_str::<Value>(&text) {
+            Ok(value) if text.len() <= MAX_STORED_RESPONSE => value,
+            _ => Value::String(cut(&text, MAX_STORED_RESPONSE)),
+        };
         if let Some(stamp) = stamp {
             let ttl = Duration::from_secs(integration.cache_ttl_seconds);
             let _ = self.cache.put_for(CacheKind::Api, name, &cache_key, &body.to_string(), &stamp, ttl).await;
@@ -258,5 +299,44 @@ impl Integrations {
         }
         let token = value["access_token"].as_str().ok_or("no access_token in the response")?.to_owned();
         Ok((token, value["expires_in"].as_u64().unwrap_or(3600)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_base_once_decoded_are_refused() {
+        for path in [
+            "../admin",
+            "a/../../b",
+            "..;/x",
+            "%2e%2e/x",
+            "%252e%252e/x",
+            "%25252e%25252e/x",
+            "a%2f..%2fb",
+            "x;jsessionid=1",
+            "http://evil/x",
+            "a\\b",
+            "a?b=1",
+            "a#b",
+            "./x",
+            "%00",
+            "%ff",
+        ] {
+            assert!(safe_path(path).is_err(), "{path}");
+        }
+        for path in ["", "orders/42", "/orders", "search/a%20b", "v1.2/items", "a..b"] {
+            assert!(safe_path(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn stored_responses_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(20);
+        let stored = cut(&text, 7);
+        assert!(stored.starts_with("ééé…"), "{stored}");
+        assert_eq!(cut("short", 100), "short");
     }
 }

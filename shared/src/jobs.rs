@@ -105,7 +105,7 @@ pub struct PersistAnswer {
 pub struct ActionResult {
     pub action_id: Uuid,
     pub action_type: String,
-    /// `sent`, `done` (no Pancake call needed), `failed`, `skipped`, `not_sent`.
+    /// `sent`, `done` (no Pancake call needed), `failed`, `not_sent`.
     pub status: ActionStatus,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pancake_message_id: Option<String>,

@@ -3,9 +3,9 @@
 //! the same handler code.
 
 use bytes::Bytes;
-use lambda_http::{Body, Error, Request, Response, run, service_fn};
+use lambda_http::{Body, Error, Request, RequestExt, Response, request::RequestContext, run, service_fn};
 
-use crate::{App, Config, telemetry};
+use crate::{App, Config, http::SourceIp, telemetry};
 
 /// The whole `main` of an HTTP function: telemetry, configuration read once,
 /// clients built once, then the runtime loop. Every HTTP function serves the
@@ -18,9 +18,22 @@ pub async fn run_http() -> Result<(), Error> {
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
 }
 
+/// The caller's address from the event's request context.
+fn source_ip(request: &Request) -> Option<String> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.clone(),
+        RequestContext::ApiGatewayV1(context) => context.identity.source_ip.clone(),
+        _ => None,
+    }
+}
+
 /// Handles one API Gateway event.
 pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
-    let (parts, body) = request.into_parts();
+    let source = source_ip(&request);
+    let (mut parts, body) = request.into_parts();
+    if let Some(ip) = source {
+        parts.extensions.insert(SourceIp(ip));
+    }
     let body = match body {
         Body::Empty => Bytes::new(),
         Body::Text(text) => Bytes::from(text),

@@ -9,7 +9,8 @@
 //! with no cycle (`tests/layers.rs` checks it on every run; README's
 //! "Architecture" walks a message through them).
 //! 1. **Leaves** — [`error`] (the one error type and its one mapping to
-//!    HTTP), [`response`] (the JSON response helper), [`clock`] (time),
+//!    HTTP), [`response`] (the JSON response helper), [`body_cap`] (outside
+//!    services' bodies read up to a cap), [`clock`] (time),
 //!    [`config`] (every setting, the integrations' included), [`domain`]
 //!    (validated ids, the incoming message, context and owed messages,
 //!    action statuses), [`customer_info`] (phone, e-mail, name, address found
@@ -35,6 +36,7 @@
 //!    the router); `functions/`, `gateway/` and `bench/` live outside the crate.
 
 // Leaves.
+pub mod body_cap;
 pub mod clock;
 pub mod config;
 pub mod customer_info;

@@ -6,8 +6,9 @@
 use serde_json::{Value, json};
 
 /// Every HTTP route this crate serves, as `(method, path)`; `{id}` marks a
-/// path parameter. README lists the same; the router (`crate::http`)
-/// dispatches on them and a test checks both agree.
+/// path parameter. README lists the same. The router (`crate::http`) matches
+/// paths by hand; tests check that every route here is served by it and
+/// described in the document.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/enhanced-handle-message"),
     ("POST", "/api/v1/pancake/webhook"),

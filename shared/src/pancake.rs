@@ -9,6 +9,7 @@
 
 use serde_json::{Value, json};
 
+use crate::body_cap::read_capped;
 use crate::config::{Config, Secret};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub struct Pancake {
     base_url: Option<String>,
     page_access_token: Option<Secret>,
     assign_user_ids: Vec<String>,
+    /// Largest reply read (`MAX_RESPONSE_BYTES`).
+    max_body: usize,
 }
 
 impl Pancake {
@@ -49,6 +52,7 @@ impl Pancake {
             base_url: config.pancake_base_url.clone(),
             page_access_token: config.pancake_page_access_token.clone(),
             assign_user_ids: config.pancake_assign_user_ids.clone(),
+            max_body: config.max_response_bytes,
         }
     }
 
@@ -108,7 +112,8 @@ impl Pancake {
             .await
             .map_err(|e| PancakeError::Transport(e.without_url().to_string()))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| PancakeError::Transport(e.without_url().to_string()))?;
+        let body = read_capped(response, self.max_body).await.map_err(|e| PancakeError::Transport(e.to_string()))?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             return Err(PancakeError::Rejected { status: status.as_u16(), body: text.chars().take(300).collect() });
         }

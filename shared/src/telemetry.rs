@@ -1,12 +1,23 @@
 //! Tracing set up once per process: JSON lines (CloudWatch parses them),
 //! level from `RUST_LOG` (default `info`). Secrets never reach a field: the
 //! config prints them as `[redacted]` and tokens are never recorded.
+//!
+//! `tokio_postgres` logs every statement's parameters at `debug` (message
+//! texts, phone numbers): it stays at `info` whatever `RUST_LOG` says, unless
+//! `RUST_LOG` names it explicitly.
 
 use tracing_subscriber::{EnvFilter, fmt};
 
+/// The filter directives for a `RUST_LOG` value (`None`: unset).
+pub fn filter_directives(rust_log: Option<&str>) -> String {
+    let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
+    if base.contains("tokio_postgres") { base.to_owned() } else { format!("{base},tokio_postgres=info") }
+}
+
 /// Installs the JSON subscriber; a second call is a no-op.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = filter_directives(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(filter_directives(None)));
     let _ = fmt()
         .json()
         .with_env_filter(filter)
@@ -14,4 +25,18 @@ pub fn init() {
         .with_target(false)
         .without_time() // Lambda stamps every line itself.
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_logging_never_turns_on_the_postgres_parameter_log() {
+        assert_eq!(filter_directives(Some("debug")), "debug,tokio_postgres=info");
+        assert_eq!(filter_directives(None), "info,tokio_postgres=info");
+        assert_eq!(filter_directives(Some("debug,tokio_postgres=debug")), "debug,tokio_postgres=debug");
+        // A target directive beats the global level in EnvFilter.
+        assert!(EnvFilter::try_new(filter_directives(Some("trace"))).is_ok());
+    }
 }

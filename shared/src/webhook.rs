@@ -28,12 +28,15 @@ use crate::{
     App,
     auth::secrets_match,
     clock::now_epoch_seconds,
-    domain::{ConversationId, IncomingMessage, MessageId, SenderType},
-    error::AppError,
+    domain::{ConversationId, IncomingMessage, MessageId, SenderType, check_id, check_not_ahead},
+    error::{AppError, AuthFailure},
     jobs::{PersistMessage, Redrive, UpdateConversation},
     redis::{Admission, AdmitMode},
     response::json_response,
 };
+
+/// More assignees than any shop has staff on one conversation: refused.
+const MAX_ASSIGNEES: usize = 100;
 
 /// The `token` query parameter, percent-decoded.
 fn query_token(request: &Request<Bytes>) -> Option<String> {
@@ -43,10 +46,11 @@ fn query_token(request: &Request<Bytes>) -> Option<String> {
 }
 
 pub async fn pancake_webhook(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>, AppError> {
-    let expected = app.config.pancake_webhook_secret.as_ref().ok_or(AppError::Unauthorized)?;
-    let given = query_token(request).ok_or(AppError::Unauthorized)?;
+    let refused = |reason| AppError::BadWebhookToken { reason };
+    let expected = app.config.pancake_webhook_secret.as_ref().ok_or(refused(AuthFailure::NotConfigured))?;
+    let given = query_token(request).ok_or(refused(AuthFailure::Missing))?;
     if !secrets_match(given.as_bytes(), expected.expose().as_bytes()) {
-        return Err(AppError::Unauthorized);
+        return Err(refused(AuthFailure::Wrong));
     }
     let event = parse(request.body(), app.config.max_message_bytes)?;
     let (event_type, status) = match event {
@@ -123,8 +127,15 @@ pub fn parse(body: &[u8], max_content_bytes: usize) -> Result<Event, AppError> {
     }
 }
 
-fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessage, AppError> {
+/// The event's page: an id like every other (it becomes a key and a URL segment).
+fn page_id(payload: &Value) -> Result<&str, AppError> {
     let page_id = required(payload, "/page_id", "page_id")?;
+    check_id("page_id", page_id)?;
+    Ok(page_id)
+}
+
+fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessage, AppError> {
+    let page_id = page_id(payload)?;
     if !payload.pointer("/data/message").is_some_and(Value::is_object) {
         return Err(AppError::invalid("data.message", "is required"));
     }
@@ -153,6 +164,7 @@ fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessag
             .ok_or_else(|| AppError::invalid("data.message.inserted_at", "must be an ISO 8601 date-time"))?,
         Some(_) => return Err(AppError::invalid("data.message.inserted_at", "must be a string")),
     };
+    check_not_ahead("data.message.inserted_at", timestamp)?;
     let message_type = str_at(payload, "/data/message/type").unwrap_or("INBOX").to_owned();
     let customer = str_at(payload, "/data/conversation/from/id");
     let sent_by_page = from == page_id
@@ -187,7 +199,7 @@ fn parse_message(payload: &Value, max_content_bytes: usize) -> Result<PageMessag
 }
 
 fn parse_conversation(payload: &Value) -> Result<ConversationUpdate, AppError> {
-    let page_id = required(payload, "/page_id", "page_id")?;
+    let page_id = page_id(payload)?;
     let id = required(payload, "/data/conversation/id", "data.conversation.id")?;
     let conversation =
         ConversationId::parse(id).map_err(|_| AppError::invalid("data.conversation.id", "must be a valid id"))?;
@@ -204,6 +216,15 @@ fn parse_conversation(payload: &Value) -> Result<ConversationUpdate, AppError> {
             .ok_or_else(|| AppError::invalid("data.conversation.assignee_ids", "must be an array of strings"))?,
         Some(_) => return Err(AppError::invalid("data.conversation.assignee_ids", "must be an array of strings")),
     };
+    if assignees.len() > MAX_ASSIGNEES {
+        return Err(AppError::invalid(
+            "data.conversation.assignee_ids",
+            format!("must hold at most {MAX_ASSIGNEES} ids"),
+        ));
+    }
+    for assignee in &assignees {
+        check_id("data.conversation.assignee_ids", assignee)?;
+    }
     Ok(ConversationUpdate { page_id: page_id.to_owned(), conversation, version, assignees })
 }
 
@@ -254,47 +275,27 @@ async fn conversation(app: &App, update: ConversationUpdate) -> Result<&'static 
     })
 }
 
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]`; no
-/// offset means UTC (Pancake's `inserted_at`).
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]` (`T` or
+/// a space between date and time); no offset means UTC (Pancake's
+/// `inserted_at`). Calendar-checked by the `time` crate: `2024-02-31` and
+/// `2023-02-29` are refused, not rolled over.
 pub fn parse_utc(s: &str) -> Option<f64> {
+    use time::{PrimitiveDateTime, UtcOffset, macros::format_description};
     let s = s.trim();
-    let (date, rest) = s.split_once(['T', ' '])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix('Z') {
-        (t, 0)
-    } else if let Some(pos) = rest.rfind(['+', '-']).filter(|p| *p >= 8) {
-        let (t, off) = rest.split_at(pos);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (h, m) = off[1..].split_once(':').unwrap_or((&off[1..], "0"));
-        let hours = h.parse::<i64>().ok().filter(|h| *h <= 14)?;
-        let minutes = m.parse::<i64>().ok().filter(|m| *m <= 59)?;
-        (t, sign * (hours * 3600 + minutes * 60))
-    } else {
-        (rest, 0)
+    let (local, offset) = match s.strip_suffix(['Z', 'z']) {
+        Some(local) => (local, UtcOffset::UTC),
+        None => match s.get(19..).and_then(|tail| tail.rfind(['+', '-']).map(|i| i + 19)) {
+            Some(at) => {
+                let offset = UtcOffset::parse(&s[at..], format_description!("[offset_hour]:[offset_minute]")).ok()?;
+                (&s[..at], offset)
+            }
+            None => (s, UtcOffset::UTC),
+        },
     };
-    let mut t = time.splitn(3, ':');
-    let (hour, minute) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
-    let second: f64 = t.next().unwrap_or("0").parse().ok()?;
-    let in_range = (1970..=9999).contains(&year)
-        && (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && (0..=23).contains(&hour)
-        && (0..=59).contains(&minute)
-        && (0.0..61.0).contains(&second)
-        && offset_secs.abs() <= 14 * 3600;
-    if !in_range {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hour * 3_600 + minute * 60 - offset_secs) as f64 + second)
+    let format =
+        format_description!("[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second][optional [.[subsecond]]]");
+    let at = PrimitiveDateTime::parse(local, format).ok()?.assume_offset(offset);
+    (at.year() >= 1970).then(|| at.unix_timestamp() as f64 + f64::from(at.nanosecond()) / 1e9)
 }
 
 #[cfg(test)]
@@ -303,6 +304,28 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn dates_parse_as_the_time_crate_reads_them(
+            year in 1970i32..2200, month in 1u8..=12, day in 1u8..=31,
+            hour in 0u8..24, minute in 0u8..60, second in 0u8..60, offset_minutes in -840i32..=840,
+        ) {
+            let sign = if offset_minutes < 0 { '-' } else { '+' };
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{sign}{:02}:{:02}",
+                offset_minutes.abs() / 60, offset_minutes.abs() % 60
+            );
+            let expected = time::Month::try_from(month).ok()
+                .and_then(|m| time::Date::from_calendar_date(year, m, day).ok())
+                .and_then(|d| d.with_hms(hour, minute, second).ok())
+                .map(|t| (t.assume_utc().unix_timestamp() - i64::from(offset_minutes) * 60) as f64);
+            prop_assert_eq!(parse_utc(&text), expected);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_date_parser(text in "\\PC{0,40}") {
+            let _ = parse_utc(&text);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic_the_parser(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let _ = parse(&bytes, 65_536);
@@ -349,5 +372,10 @@ mod tests {
         assert_eq!(parse_utc("2024-13-01T00:00:00"), None);
         assert_eq!(parse_utc("1000000000000000-01-01T00:00:00"), None);
         assert_eq!(parse_utc("2024-12-25T00:00:00+99999999999999999:00"), None);
+        assert_eq!(parse_utc("2024-02-31T00:00:00"), None);
+        assert_eq!(parse_utc("2023-02-29T00:00:00"), None);
+        assert_eq!(parse_utc("2024-02-29T00:00:00"), Some(1_709_164_800.0));
+        assert_eq!(parse_utc("2024-12-25T10:00:1e1"), None);
+        assert_eq!(parse_utc("2024-12-25 11:06:07"), Some(1_735_124_767.0));
     }
 }

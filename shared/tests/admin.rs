@@ -320,3 +320,22 @@ async fn every_admin_and_cache_route_refuses_a_missing_or_wrong_token() {
     // Nothing was deleted by the refused calls.
     assert_eq!(env.count("SELECT COUNT(*) FROM assistants WHERE id = 'default'").await, 1);
 }
+
+#[tokio::test]
+async fn every_route_in_the_table_is_served_by_the_router() {
+    let env = env(&[("PANCAKE_WEBHOOK_SECRET", "hook")]).await;
+    for (method, path) in switchboard::openapi::ROUTES {
+        let uri = path.replace("{id}", "no-such-id");
+        let uri = if uri.ends_with("/webhook") { format!("{uri}?token=hook") } else { uri };
+        let token = if path.contains("enhanced-handle-message") { common::TOKEN } else { ADMIN };
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (code, _) = call(&env.app, method.clone(), &uri, Some(json!({})), Some(token)).await;
+        // A refusal of the empty body (400), a missing id (404 from a
+        // handler, with a body naming it) or a conflict are all answers from
+        // the route's handler; the router's own 404/405 is not.
+        assert_ne!(code, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        if code == StatusCode::NOT_FOUND {
+            assert!(path.contains("{id}"), "{method} {uri} is not routed");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use crate::{
     App,
     domain::ConversationId,
     error::AppError,
-    postgres::assistant_rows::{self, AssistantFields},
+    postgres::assistants::rows::{self as assistant_rows, AssistantFields},
     response::json_response,
 };
 
@@ -69,7 +69,7 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
             .ok_or_else(|| AppError::invalid("temperature", "must be a number from 0 to 2"))?,
     } as f32;
     let page_ids = string_list(&body, "page_ids", 100)?;
-    let fields = string_list(&body, "collect_info_fields", 50)?;
+    let collect_info_fields = string_list(&body, "collect_info_fields", 50)?;
     let data_sources = match body.get("data_sources") {
         None | Some(Value::Null) => json!([]),
         Some(Value::Array(items)) if Value::Array(items.clone()).to_string().len() <= 64 * 1024 => {
@@ -91,7 +91,7 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
         model,
         temperature,
         page_ids,
-        collect_info_fields: fields,
+        collect_info_fields,
         data_sources,
         answer_cache_enabled: answer_cache,
         is_default,

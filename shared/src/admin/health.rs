@@ -32,13 +32,13 @@ where
 }
 
 /// Whether the configured AI answers at all (any HTTP status counts as reachable).
-async fn ai_reachable(app: &App, client: &reqwest::Client) -> (Value, bool) {
+async fn ai_reachable(app: &App) -> (Value, bool) {
     let url = match &app.config.ai {
         AiConfig::Embedded => return (json!({"status": "embedded", "provider": "embedded"}), true),
         AiConfig::Http { url } => url.clone(),
         AiConfig::OpenAi { base_url, .. } => format!("{base_url}/models"),
     };
-    let (up, latency, _) = check(client.get(&url).send()).await;
+    let (up, latency, _) = check(app.http.get(&url).send()).await;
     let provider = if matches!(app.config.ai, AiConfig::Http { .. }) { "http" } else { "openai" };
     (json!({"status": if up { "reachable" } else { "unreachable" }, "provider": provider, "latency_ms": latency}), up)
 }
@@ -51,7 +51,7 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
         crate::postgres::admin::conversation_count(&**client).await.map_err(|e| e.to_string())
     })
     .await;
-    let (ai, ai_up) = ai_reachable(app, &app.http).await;
+    let (ai, ai_up) = ai_reachable(app).await;
 
     let mut queue = json!(null);
     let mut stuck = Vec::new();
@@ -60,7 +60,7 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     if redis_up {
         let (depth, pending, dead) = app.store.queue_totals(&app.config.consumer.group).await?;
         queue = json!({"depth": depth, "pending": pending, "dead_letters": dead});
-        let cutoff = now_ms().saturating_sub(app.config.lock_ttl.as_millis() as u64);
+        let cutoff = now_ms().saturating_sub(crate::clock::millis(app.config.lock_ttl));
         for (id, since, locked) in app.store.owed_with_locks(cutoff, 100).await? {
             if locked {
                 active += 1;

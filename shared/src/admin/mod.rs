@@ -13,11 +13,16 @@ use bytes::Bytes;
 use http::Request;
 use serde_json::Value;
 
-use crate::{App, auth::require_bearer, error::AppError};
+use crate::{
+    App,
+    auth::require_bearer,
+    error::{AppError, AuthFailure},
+};
 
 /// `Ok` for a request carrying the admin token.
 pub fn require_admin(app: &App, request: &Request<Bytes>) -> Result<(), AppError> {
-    let expected = app.config.admin_access_token.as_ref().ok_or(AppError::Unauthorized)?;
+    let expected =
+        app.config.admin_access_token.as_ref().ok_or(AppError::Unauthorized { reason: AuthFailure::NotConfigured })?;
     require_bearer(request.headers(), expected)
 }
 

@@ -28,6 +28,8 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let field = |name: &str| values(name).into_iter().next();
     let number = |name: &str| values(name).iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>();
     let (depth, pending, dead) = app.store.queue_totals(&app.config.consumer.group).await?;
+    let auth_failures: serde_json::Map<String, Value> =
+        app.store.auth_failures().await?.into_iter().map(|(route, n)| (route, json!(n))).collect();
     let active = app.store.owed_with_locks(u64::MAX, 1000).await?.iter().filter(|(_, _, locked)| *locked).count();
     let _ = app.cache.flush().await;
     let cache: serde_json::Map<String, Value> =
@@ -58,6 +60,7 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
                 "pool": {"size": app.db.status().size, "available": app.db.status().available},
             },
             "queue": {"depth": depth, "pending": pending, "dead_letters": dead},
+            "security": {"auth_failures": auth_failures},
             "cache": cache,
             "ai": {
                 "avg_processing_time_ms_24h": figures.avg_processing_time_ms_24h,
@@ -80,7 +83,9 @@ fn decode_cursor(cursor: &str) -> Option<(f64, String)> {
         .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect();
     let value: Value = serde_json::from_slice(&bytes?).ok()?;
-    Some((value.get(0)?.as_f64()?, value.get(1)?.as_str()?.to_owned()))
+    // A NUL cannot be a stored id (Postgres text refuses it): not a cursor of ours.
+    let id = value.get(1)?.as_str().filter(|id| !id.contains('\0'))?;
+    Some((value.get(0)?.as_f64()?, id.to_owned()))
 }
 
 pub async fn conversations(app: &App, request: &Request<bytes::Bytes>) -> Result<Response<bytes::Bytes>, AppError> {

@@ -6,16 +6,19 @@ use futures::{FutureExt, future::BoxFuture};
 use serde_json::json;
 
 use super::{AiAnswer, AiError, AiProvider, AiRequest, answer_from_json};
+use crate::body_cap::read_capped;
 
 #[derive(Debug, Clone)]
 pub struct HttpAi {
     client: reqwest::Client,
     url: String,
+    /// Largest answer read (`MAX_RESPONSE_BYTES`).
+    max_body: usize,
 }
 
 impl HttpAi {
-    pub fn new(client: reqwest::Client, url: String) -> Self {
-        Self { client, url }
+    pub fn new(client: reqwest::Client, url: String, max_body: usize) -> Self {
+        Self { client, url, max_body }
     }
 }
 
@@ -47,8 +50,9 @@ impl AiProvider for HttpAi {
             if !status.is_success() {
                 return Err(AiError::BadResponse(format!("HTTP {status}")));
             }
+            let body = read_capped(response, self.max_body).await.map_err(|e| AiError::BadResponse(e.to_string()))?;
             let value: serde_json::Value =
-                response.json().await.map_err(|e| AiError::BadResponse(e.without_url().to_string()))?;
+                serde_json::from_slice(&body).map_err(|e| AiError::BadResponse(format!("not JSON: {e}")))?;
             answer_from_json(&value, "ai-service")
         }
         .boxed()

@@ -95,10 +95,14 @@ pub struct AiOutcome {
 pub fn provider(config: &Config, client: reqwest::Client) -> Arc<dyn AiProvider> {
     match &config.ai {
         AiConfig::Embedded => Arc::new(embedded::Embedded),
-        AiConfig::Http { url } => Arc::new(http::HttpAi::new(client, url.clone())),
-        AiConfig::OpenAi { base_url, api_key, model } => {
-            Arc::new(openai::OpenAi::new(client, base_url.clone(), api_key.clone(), model.clone()))
-        }
+        AiConfig::Http { url } => Arc::new(http::HttpAi::new(client, url.clone(), config.max_response_bytes)),
+        AiConfig::OpenAi { base_url, api_key, model } => Arc::new(openai::OpenAi::new(
+            client,
+            base_url.clone(),
+            api_key.clone(),
+            model.clone(),
+            config.max_response_bytes,
+        )),
     }
 }
 

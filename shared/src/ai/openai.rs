@@ -6,6 +6,7 @@ use futures::{FutureExt, future::BoxFuture};
 use serde_json::{Value, json};
 
 use super::{AiAnswer, AiError, AiProvider, AiRequest, answer_from_json};
+use crate::body_cap::read_capped;
 use crate::config::Secret;
 
 const FORMAT_INSTRUCTIONS: &str = "Answer with one JSON object and nothing else: \
@@ -19,11 +20,13 @@ pub struct OpenAi {
     base_url: String,
     api_key: Secret,
     model: String,
+    /// Largest answer read (`MAX_RESPONSE_BYTES`).
+    max_body: usize,
 }
 
 impl OpenAi {
-    pub fn new(client: reqwest::Client, base_url: String, api_key: Secret, model: String) -> Self {
-        Self { client, base_url, api_key, model }
+    pub fn new(client: reqwest::Client, base_url: String, api_key: Secret, model: String, max_body: usize) -> Self {
+        Self { client, base_url, api_key, model, max_body }
     }
 }
 
@@ -57,7 +60,9 @@ impl AiProvider for OpenAi {
             if !status.is_success() {
                 return Err(AiError::BadResponse(format!("HTTP {status}")));
             }
-            let body: Value = response.json().await.map_err(|e| AiError::BadResponse(e.without_url().to_string()))?;
+            let body = read_capped(response, self.max_body).await.map_err(|e| AiError::BadResponse(e.to_string()))?;
+            let body: Value =
+                serde_json::from_slice(&body).map_err(|e| AiError::BadResponse(format!("not JSON: {e}")))?;
             let content = body["choices"][0]["message"]["content"]
                 .as_str()
                 .ok_or_else(|| AiError::BadResponse("choices[0].message.content is missing".into()))?;

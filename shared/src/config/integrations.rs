@@ -57,15 +57,26 @@ pub fn parse_config(json: Option<&Secret>) -> Result<HashMap<String, Integration
     let map: HashMap<String, Integration> =
         serde_json::from_str(json.expose()).map_err(|e| ConfigError::Malformed {
             name: "INTEGRATIONS",
-            // serde's message names the field, never the secret values.
-            reason: e.to_string(),
+            // Where, never what: serde's message can quote a value, and a
+            // secret in the wrong field would land in the start-up log.
+            reason: format!(
+                "is not a valid integration list ({} error at line {}, column {}; see README)",
+                match e.classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "JSON syntax",
+                    _ => "a missing, unknown or mistyped field",
+                },
+                e.line(),
+                e.column()
+            ),
         })?;
     for (name, integration) in &map {
+        let malformed =
+            |reason: &str| ConfigError::Malformed { name: "INTEGRATIONS", reason: format!("{name}: {reason}") };
         if !(integration.base_url.starts_with("https://") || integration.base_url.starts_with("http://")) {
-            return Err(ConfigError::Malformed {
-                name: "INTEGRATIONS",
-                reason: format!("{name}: base_url must be http(s)"),
-            });
+            return Err(malformed("base_url must be http(s)"));
+        }
+        if !(integration.timeout_seconds > 0.0 && integration.timeout_seconds <= super::MAX_TIMEOUT_SECS) {
+            return Err(malformed("timeout_seconds must be greater than 0 and at most 900"));
         }
     }
     Ok(map)

@@ -91,6 +91,15 @@ pub struct Config {
     pub bot_pause_ttl: Duration,
     /// Messages kept in a conversation's Redis context (oldest dropped first).
     pub context_max_messages: usize,
+    /// Bytes of context kept per conversation (the newest entry always
+    /// stays; 0 = no byte bound): the whole context goes to the AI.
+    pub context_max_bytes: usize,
+    /// Largest response body read from the AI or an integration (bytes);
+    /// a larger one is refused before parsing.
+    pub max_response_bytes: usize,
+    /// One deadline for delivering an answer's actions within the request;
+    /// what has not started by then is handed to the consumer.
+    pub delivery_budget: Duration,
     /// Customer messages answered per conversation per window; more are stored, not answered.
     pub rate_limit_conversation_max: u32,
     /// Customer messages answered per page per window (0 = off).
@@ -136,6 +145,11 @@ pub struct ConsumerConfig {
     pub safety_margin: Duration,
     /// An action still `pending` this long after its answer was never delivered.
     pub undelivered_after: Duration,
+    /// Entries each shard's dead-letter stream keeps (approximately; every
+    /// dead letter is also in Postgres' `dead_letters`).
+    pub dead_letter_stream_max: usize,
+    /// How long dead letters are kept, in the streams and in Postgres.
+    pub dead_letter_retention: Duration,
 }
 
 impl Config {
@@ -147,10 +161,7 @@ impl Config {
     /// Reads configuration through `lookup`, so tests can supply a map.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let ai_timeout = Duration::from_secs_f64(env.parse_or("AI_SERVICE_TIMEOUT", 30.0f64)?);
-        if ai_timeout.is_zero() {
-            return Err(malformed("AI_SERVICE_TIMEOUT", "must be greater than 0"));
-        }
+        let ai_timeout = seconds(&env, "AI_SERVICE_TIMEOUT", 30.0, MAX_TIMEOUT_SECS)?;
         let lock_ttl = Duration::from_millis(env.parse_or("LOCK_TTL_MS", 30_000u64)?);
         if lock_ttl < Duration::from_millis(30) {
             return Err(malformed("LOCK_TTL_MS", "must be at least 30"));
@@ -192,6 +203,9 @@ impl Config {
             dedupe_ttl: Duration::from_secs(env.parse_or("DEDUPE_TTL_SECONDS", 86_400u64)?),
             bot_pause_ttl: Duration::from_secs(env.parse_or("BOT_PAUSE_TTL_SECONDS", 86_400u64)?),
             context_max_messages: env.parse_or("CONTEXT_MAX_MESSAGES", 50usize)?.max(1),
+            context_max_bytes: env.parse_or("CONTEXT_MAX_BYTES", 128 * 1024usize)?,
+            max_response_bytes: env.parse_or("MAX_RESPONSE_BYTES", 1024 * 1024usize)?.max(1024),
+            delivery_budget: Duration::from_millis(env.parse_or("DELIVERY_BUDGET_MS", 10_000u64)?.max(1)),
             rate_limit_conversation_max: env.parse_or("RATE_LIMIT_CONVERSATION_MAX", 30u32)?,
             // Pancake accepts 5 sends per page per second; an answer is one or two.
             rate_limit_page_max: env.parse_or("RATE_LIMIT_PAGE_MAX", 240u32)?,
@@ -214,6 +228,10 @@ impl Config {
                 sweep_interval: Duration::from_millis(env.parse_or("CONSUMER_SWEEP_MS", 10_000u64)?),
                 safety_margin: Duration::from_millis(env.parse_or("CONSUMER_SAFETY_MARGIN_MS", 5_000u64)?),
                 undelivered_after: Duration::from_secs(env.parse_or("UNDELIVERED_AFTER_SECONDS", 120u64)?),
+                dead_letter_stream_max: env.parse_or("DEAD_LETTER_STREAM_MAX", 1_000usize)?.max(1),
+                dead_letter_retention: Duration::from_secs(
+                    env.parse_or("DEAD_LETTER_RETENTION_DAYS", 30u64)?.clamp(1, 3_650) * 86_400,
+                ),
             },
         })
     }
@@ -222,6 +240,24 @@ impl Config {
     pub fn heartbeat_interval(&self) -> Duration {
         self.lock_ttl / 3
     }
+}
+
+/// The longest timeout any setting accepts (seconds): far above API
+/// Gateway's 30 s, far below what would overflow a `Duration`.
+pub const MAX_TIMEOUT_SECS: f64 = 900.0;
+
+/// A duration in seconds (a float), greater than 0 and at most `max`.
+fn seconds<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+    name: &'static str,
+    default: f64,
+    max: f64,
+) -> Result<Duration, ConfigError> {
+    let value = env.parse_or(name, default)?;
+    if !(value > 0.0 && value <= max) {
+        return Err(malformed(name, format!("must be a number of seconds greater than 0 and at most {max}")));
+    }
+    Ok(Duration::from_secs_f64(value))
 }
 
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
@@ -339,6 +375,32 @@ mod tests {
     fn a_malformed_number_fails_naming_the_variable() {
         let err = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("LOCK_TTL_MS", "soon")]).unwrap_err();
         assert!(matches!(err, ConfigError::Malformed { name: "LOCK_TTL_MS", .. }));
+    }
+
+    #[test]
+    fn out_of_range_durations_are_configuration_errors_not_panics() {
+        for value in ["-1", "0", "1e30", "NaN", "inf"] {
+            let err = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("AI_SERVICE_TIMEOUT", value)]).unwrap_err();
+            assert!(matches!(err, ConfigError::Malformed { name: "AI_SERVICE_TIMEOUT", .. }), "{value}");
+        }
+        for timeout in ["-1", "0", "1e30"] {
+            let integrations =
+                format!(r#"{{"crm": {{"base_url": "https://crm.example", "timeout_seconds": {timeout}}}}}"#);
+            let err = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("INTEGRATIONS", &integrations)]).unwrap_err();
+            assert!(matches!(err, ConfigError::Malformed { name: "INTEGRATIONS", .. }), "{timeout}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_integration_list_never_echoes_its_values() {
+        for json in [
+            r#"{"crm": {"base_url": "https://crm.example", "timeout_seconds": "hunter2-secret"}}"#,
+            r#"{"crm": {"base_url": "https://crm.example", "auth": {"type": "hunter2-secret"}}}"#,
+            r#"{"crm": {"base_url": "hunter2-secret"#,
+        ] {
+            let err = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("INTEGRATIONS", json)]).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -1,16 +1,23 @@
 //! Stream mechanics on one job shard: read new entries or claim idle ones,
-//! delivery counts, acknowledgements, dead letters (atomically with their
-//! ack), and trimming what every group member has acknowledged.
+//! delivery counts, acknowledgements, dead letters (recorded in Postgres,
+//! then moved atomically with their ack to a bounded stream), and trimming
+//! what every group member has acknowledged.
 
 use std::{collections::HashMap, time::Duration};
 
 use redis::{
     AsyncCommands,
-    streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply},
+    streams::{
+        StreamAutoClaimReply, StreamId, StreamMaxlen, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+    },
 };
 
 use super::{Consumer, Summary};
-use crate::{error::AppError, redis::ShardKeys};
+use crate::{
+    error::AppError,
+    postgres::dead_letters::{self, DeadLetter},
+    redis::ShardKeys,
+};
 
 impl Consumer {
     /// Retries what is due on one shard (idle pending entries), else reads
@@ -22,7 +29,7 @@ impl Consumer {
             .arg(shard.jobs())
             .arg(&self.settings.group)
             .arg(&self.name)
-            .arg(self.settings.claim_idle.as_millis() as u64)
+            .arg(crate::clock::millis(self.settings.claim_idle))
             .arg("0-0")
             .arg("COUNT")
             .arg(self.settings.batch_size)
@@ -70,6 +77,19 @@ impl Consumer {
         error: &str,
         deliveries: u64,
     ) -> Result<(), AppError> {
+        // Postgres first: the Redis stream below is bounded and trimmed by
+        // age, so the row is what keeps the letter. If Postgres is away the
+        // entry is not acknowledged and comes back later.
+        let field = |name: &str| entry.map.get(name).and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+        let letter = DeadLetter {
+            shard: i32::from(shard.index),
+            stream_id: entry.id.clone(),
+            job_type: field("type"),
+            payload: field("payload"),
+            error: error.to_owned(),
+            deliveries: i32::try_from(deliveries).unwrap_or(i32::MAX),
+        };
+        dead_letters::record(&**self.app.db.get().await?, &letter).await?;
         let mut fields: Vec<(String, String)> = vec![
             ("original_id".into(), entry.id.clone()),
             ("error".into(), error.to_owned()),
@@ -82,7 +102,7 @@ impl Consumer {
         }
         let () = redis::pipe()
             .atomic()
-            .xadd(shard.dead_letters(), "*", &fields)
+            .xadd_maxlen(shard.dead_letters(), StreamMaxlen::Equals(self.settings.dead_letter_stream_max), "*", &fields)
             .ignore()
             .xack(shard.jobs(), &self.settings.group, &[&entry.id])
             .ignore()

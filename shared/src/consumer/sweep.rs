@@ -5,7 +5,11 @@ use std::time::Instant;
 
 use super::{Consumer, Summary};
 use crate::{
-    clock::now_ms, domain::ConversationId, error::AppError, jobs, pipeline, postgres::actions as undelivered_actions,
+    clock::now_ms,
+    domain::ConversationId,
+    error::AppError,
+    jobs, pipeline,
+    postgres::{actions as undelivered_actions, dead_letters},
 };
 
 impl Consumer {
@@ -26,7 +30,7 @@ impl Consumer {
     /// Also trims acknowledged entries off the stream.
     pub async fn sweep(&self) -> Result<Summary, AppError> {
         let mut summary = Summary::default();
-        let lock_ttl = self.app.config.lock_ttl.as_millis() as u64;
+        let lock_ttl = crate::clock::millis(self.app.config.lock_ttl);
         let stranded = self.app.store.owed_conversations(now_ms().saturating_sub(lock_ttl), 50).await?;
         for id in stranded {
             let Ok(conversation) = ConversationId::parse(&id) else { continue };
@@ -40,6 +44,7 @@ impl Consumer {
         for shard in &self.shards {
             self.trim(shard).await?;
         }
+        self.expire_dead_letters().await?;
         Ok(summary)
     }
 
@@ -60,6 +65,23 @@ impl Consumer {
             ids.push(job.action.action_id);
         }
         undelivered_actions::mark_retrying(&**client, &ids).await?;
-        Ok(Summary { actions_redelivered: 0, ..Default::default() })
+        Ok(Summary::default())
+    }
+
+    /// Dead letters older than the retention go, from Postgres and from the
+    /// dead-letter streams alike (they can hold personal data).
+    pub(super) async fn expire_dead_letters(&self) -> Result<(), AppError> {
+        let retention = self.settings.dead_letter_retention;
+        dead_letters::expire(&**self.app.db.get().await?, retention.as_secs_f64()).await?;
+        let oldest_kept = now_ms().saturating_sub(crate::clock::millis(retention));
+        for shard in &self.shards {
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(shard.dead_letters())
+                .arg("MINID")
+                .arg(format!("{oldest_kept}-0"))
+                .query_async(&mut self.reader.clone())
+                .await?;
+        }
+        Ok(())
     }
 }

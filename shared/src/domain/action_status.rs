@@ -16,7 +16,6 @@ pub enum ActionStatus {
     Failed,
     /// Delivery is disabled (`PANCAKE_BASE_URL` unset).
     NotSent,
-    Skipped,
     /// Failed with a retryable error; the consumer delivers it again.
     Retrying,
 }
@@ -29,7 +28,6 @@ impl ActionStatus {
             Self::Done => "done",
             Self::Failed => "failed",
             Self::NotSent => "not_sent",
-            Self::Skipped => "skipped",
             Self::Retrying => "retrying",
         }
     }
@@ -58,7 +56,6 @@ mod tests {
             ActionStatus::Done,
             ActionStatus::Failed,
             ActionStatus::NotSent,
-            ActionStatus::Skipped,
             ActionStatus::Retrying,
         ] {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());

@@ -22,7 +22,14 @@ fn parse_id(field: &'static str, value: Option<&Value>) -> Result<String, AppErr
     let s = match value {
         None | Some(Value::Null) => return Err(AppError::invalid(field, "is required")),
         Some(Value::String(s)) => s,
-        Some(Value::Number(n)) => return parse_id(field, Some(&Value::String(n.to_string()))),
+        // Only an integer JSON can carry exactly: a larger one arrives as a
+        // float, and two different ids would round to the same one.
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            return parse_id(field, Some(&Value::String(n.to_string())));
+        }
+        Some(Value::Number(_)) => {
+            return Err(AppError::invalid(field, "must be a string (numbers only as exact integers up to 2^64)"));
+        }
         Some(_) => return Err(AppError::invalid(field, "must be a string")),
     };
     if s.is_empty() {
@@ -34,7 +41,18 @@ fn parse_id(field: &'static str, value: Option<&Value>) -> Result<String, AppErr
     if s.chars().any(char::is_control) {
         return Err(AppError::invalid(field, "must not contain control characters"));
     }
+    // Ids are URL path segments (Pancake's API): a URL library drops these.
+    if s == "." || s == ".." {
+        return Err(AppError::invalid(field, "must not be . or .."));
+    }
     Ok(s.clone())
+}
+
+/// `400` naming `field` unless `value` is a valid id (non-empty, at most
+/// [`MAX_ID_BYTES`], no control characters, not `.` or `..`): the rule for
+/// every id that becomes part of a key, a URL or a row.
+pub fn check_id(field: &'static str, value: &str) -> Result<(), AppError> {
+    parse_id(field, Some(&Value::String(value.to_owned()))).map(drop)
 }
 
 macro_rules! id_type {
@@ -161,6 +179,7 @@ impl IncomingMessage {
             })?,
             Some(_) => return Err(AppError::invalid("timestamp", "must be a number of epoch seconds")),
         };
+        check_not_ahead("timestamp", timestamp)?;
         let metadata = match map.get("metadata") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -188,6 +207,20 @@ impl IncomingMessage {
     pub fn assistant_id(&self) -> Option<String> {
         metadata_id(&self.metadata, "assistant_id")
     }
+}
+
+/// How far ahead of the server's clock a message may be stamped. Older
+/// timestamps are accepted (seed 001's own example is from 2023; a late
+/// message is placed in the context by its time), but a future one would
+/// stay the conversation's "last message" and push every answer after it.
+pub const MAX_AHEAD_SECS: f64 = 24.0 * 3600.0;
+
+/// `400` naming `field` for a timestamp more than [`MAX_AHEAD_SECS`] ahead.
+pub fn check_not_ahead(field: &'static str, timestamp: f64) -> Result<(), AppError> {
+    if timestamp > crate::clock::now_epoch_seconds() + MAX_AHEAD_SECS {
+        return Err(AppError::invalid(field, "must not be more than one day ahead of the server's clock"));
+    }
+    Ok(())
 }
 
 /// Whether any string (or key) in `value` holds a NUL character, which

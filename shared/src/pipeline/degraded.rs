@@ -50,7 +50,7 @@ use crate::{
     App,
     ai::AiRequest,
     domain::{Assistant, ConversationId, IncomingMessage, MessageId, SenderType, Snapshot},
-    error::AppError,
+    error::{AppError, RateScope},
     jobs::{ActionResults, PersistMessage},
     postgres::{
         degraded as sql, history,
@@ -160,7 +160,7 @@ async fn classify_customer(
     let max = config.rate_limit_conversation_max;
     if max > 0 && recent >= i64::from(max) {
         let retry_after_secs = config.rate_limit_window.as_secs().max(1);
-        return Ok(("rate_limited", Some(Outcome::RateLimited { retry_after_secs })));
+        return Ok(("rate_limited", Some(Outcome::RateLimited { retry_after_secs, scope: RateScope::Conversation })));
     }
     Ok(("admitted", None))
 }
@@ -199,7 +199,10 @@ async fn answer_owed(
     tx.commit().await?;
 
     let started = Instant::now();
-    let results = delivery::execute_all(app, conversation, page_id, &actions).await;
+    // Actions the budget cuts off stay `pending`: the consumer's sweep
+    // delivers them (Redis, where hand-offs go, is away).
+    let deadline = started + app.config.delivery_budget;
+    let results = delivery::execute_all(app, conversation, page_id, &actions, deadline).await;
     if delivery::worth_recording(app, &results) {
         let job =
             ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };

@@ -20,7 +20,10 @@ use crate::{
 /// Executes the actions in order and enqueues their results. Returns seed
 /// 001's `pancake_result`. With Pancake delivery disabled, messages are not
 /// sent (recorded `not_sent`), while actions that do not go to Pancake
-/// (`execute_api`) still run.
+/// (`execute_api`) still run. The step has one deadline
+/// (`DELIVERY_BUDGET_MS`): actions not started by then are handed to the
+/// consumer (a `deliver_action` each, their `sending` marks released) and
+/// stay `pending` until it delivers them.
 pub(super) async fn deliver(
     app: &App,
     conversation: &ConversationId,
@@ -30,16 +33,21 @@ pub(super) async fn deliver(
     actions: &[Action],
 ) -> Value {
     let started = Instant::now();
-    let results = execute_all(app, conversation, page_id, actions).await;
-    if worth_recording(app, &results) {
+    let results = execute_all(app, conversation, page_id, actions, started + app.config.delivery_budget).await;
+    let handed_off = &actions[results.len()..];
+    if !handed_off.is_empty() {
+        tracing::warn!(conversation_id = %conversation, %response_id, actions = handed_off.len(),
+            "delivery budget spent; the rest is handed to the consumer");
+    }
+    if worth_recording(app, &results) || !handed_off.is_empty() {
         let job =
             ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
         let sent_ids: Vec<String> = results.iter().filter_map(|r| r.pancake_message_id.clone()).collect();
-        let retries: Vec<String> = actions
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.status == ActionStatus::Failed && r.retryable)
-            .filter_map(|(action, _)| {
+        let retryable = actions.iter().zip(&results).filter(|(_, r)| r.status == ActionStatus::Failed && r.retryable);
+        let retries: Vec<String> = retryable
+            .map(|(action, _)| action)
+            .chain(handed_off)
+            .filter_map(|action| {
                 serde_json::to_string(&DeliverAction {
                     response_id,
                     conversation_id: conversation.to_string(),
@@ -51,11 +59,12 @@ pub(super) async fn deliver(
                 .ok()
             })
             .collect();
+        // Sent: marked for good; failed or handed off: released for the retry.
         let marks: Vec<(Uuid, bool)> = actions
             .iter()
-            .zip(&results)
+            .zip(results.iter().map(|r| r.status == ActionStatus::Sent).chain(std::iter::repeat(false)))
             .filter(|(a, _)| goes_to_pancake(app, a))
-            .map(|(a, r)| (a.action_id, r.status == ActionStatus::Sent))
+            .map(|(a, sent)| (a.action_id, sent))
             .collect();
         let enqueued = match serde_json::to_string(&job) {
             Ok(payload) => record_with_retry(app, conversation, &sent_ids, &payload, &retries, &marks).await,
@@ -67,18 +76,30 @@ pub(super) async fn deliver(
             tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
         }
     }
-    pancake_result(app, &results, started)
+    let mut result = pancake_result(app, &results, started);
+    if !handed_off.is_empty() {
+        result["actions_handed_off"] = json!(handed_off.len());
+    }
+    result
 }
 
-/// Executes the actions in order (the first attempt).
+/// Executes the actions in order (the first attempt) until `deadline`: one
+/// result per action started, so `actions[results.len()..]` never started.
+/// No action starts after the deadline; one in flight then finishes (bounded
+/// by its own timeout) rather than being cut off, since a send cut off
+/// mid-flight has an unknown outcome and its retry could double it.
 pub(super) async fn execute_all(
     app: &App,
     conversation: &ConversationId,
     page_id: Option<&str>,
     actions: &[Action],
+    deadline: Instant,
 ) -> Vec<ActionResult> {
     let mut results = Vec::with_capacity(actions.len());
     for action in actions {
+        if Instant::now() >= deadline {
+            break;
+        }
         results.push(execute(app, conversation, page_id, action, 0).await);
     }
     results

@@ -39,7 +39,7 @@ use crate::{
     App,
     actions::{Action, RejectedAction},
     domain::{IncomingMessage, OwedMessage},
-    error::AppError,
+    error::{AppError, RateScope},
     jobs::AiResponseView,
 };
 
@@ -71,6 +71,7 @@ pub enum Outcome {
     BotPaused,
     RateLimited {
         retry_after_secs: u64,
+        scope: RateScope,
     },
     /// Another invocation holds the conversation; it will cover this message.
     Locked,

@@ -42,7 +42,7 @@ pub(super) async fn handle(app: &App, message: &IncomingMessage) -> Result<Outco
         Admission::Duplicate => Ok(Outcome::Duplicate),
         Admission::Stored => Ok(Outcome::Stored),
         Admission::BotPaused => Ok(Outcome::BotPaused),
-        Admission::RateLimited { retry_after_secs } => Ok(Outcome::RateLimited { retry_after_secs }),
+        Admission::RateLimited { retry_after_secs, scope } => Ok(Outcome::RateLimited { retry_after_secs, scope }),
         Admission::Locked | Admission::Queued => Ok(Outcome::Locked),
         Admission::Acquired { lease, snapshot } => {
             let assistant = match assistant {

@@ -6,16 +6,18 @@
 //! - [`history`]: context rebuilt from stored messages and answers;
 //! - [`degraded`]: the statements of degraded mode (Redis unreachable);
 //! - [`actions`]: undelivered actions for the consumer's sweep;
-//! - [`admin`], [`assistant_rows`]: the operators' reads and writes;
-//! - assistant lookups through the cache ([`AssistantDirectory`]).
+//! - [`dead_letters`]: the record of entries the consumer gave up on;
+//! - [`admin`]: the operators' reads and writes of conversations and figures;
+//! - [`assistants`]: lookups through the cache ([`AssistantDirectory`]) and
+//!   the operators' reads and writes of the table (`assistants::rows`).
 //!
 //! On the Redis path the message path never writes Postgres directly:
 //! persistence goes through the `jobs` stream and the background consumer.
 
 pub mod actions;
 pub mod admin;
-pub mod assistant_rows;
-mod assistants;
+pub mod assistants;
+pub mod dead_letters;
 pub mod degraded;
 pub mod history;
 pub mod writer;

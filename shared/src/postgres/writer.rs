@@ -82,6 +82,7 @@ pub async fn write_in(tx: &impl GenericClient, batch: &Batch) -> Result<(), toki
 /// The tail both message writers share: from the inserted rows to the
 /// conversation counters (only rows actually inserted count, so a redelivery
 /// adds nothing), locking conversations in key order.
+#[doc(hidden)]
 pub const COUNT_INTO_CONVERSATIONS: &str = "
     per_conversation AS (
         SELECT i.conversation_id,
@@ -108,6 +109,7 @@ pub const COUNT_INTO_CONVERSATIONS: &str = "
 
 /// The head of every message writer: from an `input` relation to the
 /// inserted rows (the benchmark's `COPY` writer shares it).
+#[doc(hidden)]
 pub const INSERT_MESSAGES: &str = "
     inserted AS (
         INSERT INTO messages (conversation_id, message_id, sender_id, sender_type, content, timestamp,

@@ -9,8 +9,39 @@
 //! `{sN}`. One shard (a single node) puts everything under `{s0}`, which a
 //! single node does not care about; a cluster spreads `REDIS_SHARDS` tags
 //! over its slots. The prefix lets tests and tenants share one server.
+//!
+//! Ids are escaped in key names ([`key_part`]: `%`, `:`, `{`, `}` as `%XX`),
+//! so no (conversation, message) pair can name another conversation's key
+//! (`kx` + message `foo:state` was `kx:seen:foo`'s state) and no id can
+//! move a key's hash tag. Ids without those characters keep their key names.
+
+use std::borrow::Cow;
 
 use crate::domain::{ConversationId, MessageId};
+
+/// An id as it appears in a key name: `%`, `:`, `{` and `}` percent-escaped,
+/// everything else as is (an id without them is unchanged).
+pub fn key_part(id: &str) -> Cow<'_, str> {
+    if !id.contains(['%', ':', '{', '}']) {
+        return Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The id a [`key_part`] came from (`None` if it is not one).
+pub fn id_of_key_part(part: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(part).decode_utf8().ok().map(Cow::into_owned)
+}
 
 /// The key prefix of one deployment (or one test) and its job shards.
 #[derive(Debug, Clone)]
@@ -53,12 +84,17 @@ impl KeySpace {
     /// One page's own sliding rate window (a hash, tagged by the page): the
     /// window used with several shards, checked before admit.
     pub fn page_rate(&self, page_id: &str) -> String {
-        format!("{}rl:page:{{{page_id}}}", self.prefix)
+        format!("{}rl:page:{{{}}}", self.prefix, key_part(page_id))
+    }
+
+    /// Refused credentials per route family (a hash), for the stats.
+    pub fn auth_failures(&self) -> String {
+        format!("{}security:auth_failures", self.prefix)
     }
 
     pub fn conversation(&self, id: &ConversationId) -> ConversationKeys {
         let shard = self.shard(self.shard_of(id));
-        ConversationKeys { base: format!("{}conv:{}:{}", self.prefix, shard.tag, id.as_str()), shard }
+        ConversationKeys { base: format!("{}conv:{}:{}", self.prefix, shard.tag, key_part(id.as_str())), shard }
     }
 }
 
@@ -96,7 +132,7 @@ impl ShardKeys {
     /// One page's sliding rate window within this shard (a hash): admit's
     /// in-script window, exact when there is one shard.
     pub fn page_rate(&self, page_id: &str) -> String {
-        format!("{}rl:page:{}:{page_id}", self.prefix, self.tag)
+        format!("{}rl:page:{}:{}", self.prefix, self.tag, key_part(page_id))
     }
 }
 
@@ -114,7 +150,7 @@ impl ConversationKeys {
     }
     /// Dedupe mark of one message id (24 h).
     pub fn seen(&self, message_id: &MessageId) -> String {
-        format!("{}:seen:{}", self.base, message_id.as_str())
+        format!("{}:seen:{}", self.base, key_part(message_id.as_str()))
     }
     /// Hash: sequence, last message, pause, rate window, fencing number, processing flag.
     pub fn state(&self) -> String {
@@ -139,7 +175,7 @@ impl ConversationKeys {
     }
     /// A Pancake message id this backend sent (its webhook echo is ignored).
     pub fn sent(&self, pancake_message_id: &str) -> String {
-        format!("{}:sent:{pancake_message_id}", self.base)
+        format!("{}:sent:{}", self.base, key_part(pancake_message_id))
     }
     /// An action's delivery mark: `sending` while it is being delivered,
     /// `sent` once Pancake accepted it (so nothing sends it twice).
@@ -196,5 +232,30 @@ mod tests {
         }
         assert_eq!(seen.len(), 16);
         assert_eq!(KeySpace::new("", "jobs", 1).shard_of(&ConversationId::parse("x").unwrap()), 0);
+    }
+
+    #[test]
+    fn a_message_id_cannot_name_another_conversations_key() {
+        let space = KeySpace::new("", "jobs", 1);
+        let kx = space.conversation(&ConversationId::parse("kx").unwrap());
+        let other = space.conversation(&ConversationId::parse("kx:seen:foo").unwrap());
+        for suffix in ["state", "ctx", "lock", "owed", "known"] {
+            let seen = kx.seen(&MessageId::parse(&format!("foo:{suffix}")).unwrap());
+            assert!(![other.state(), other.context(), other.lock(), other.owed(), other.known()].contains(&seen));
+        }
+        assert_eq!(space.conversation(&ConversationId::parse("plain_id").unwrap()).state(), "conv:{s0}:plain_id:state");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn key_parts_are_injective_and_reversible(a in "[a-z:%{}]{0,8}", b in "[a-z:%{}]{0,8}") {
+            let back = id_of_key_part(&key_part(&a));
+            proptest::prop_assert_eq!(back.as_deref(), Some(a.as_str()));
+            let escaped = key_part(&a);
+            proptest::prop_assert!(!escaped.contains([':', '{', '}']), "{} keeps a reserved character", escaped);
+            if a != b {
+                proptest::prop_assert_ne!(key_part(&a), key_part(&b));
+            }
+        }
     }
 }

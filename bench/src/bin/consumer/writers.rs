@@ -8,7 +8,8 @@ use tokio_postgres::Client;
 
 /// Messages by binary `COPY` into a per-session staging table, then one
 /// idempotent `INSERT … SELECT`: the alternative to
-/// [`write_messages_unnest`], kept for the benchmark that compares the two.
+/// [`switchboard::postgres::writer::write_messages_unnest`], kept for the
+/// benchmark that compares the two.
 /// It measured no faster (BENCHMARKS.md) and its staging table pins the
 /// session, which a transaction-pooling proxy (RDS Proxy) cannot share.
 pub async fn write_messages_copy(

@@ -8,32 +8,63 @@
 --         for the stranded-burst sweep)  8 the page's rate window in this
 --         shard (used with one shard only; see ARGV[22])
 --       9 known mark (the conversation existed before; 30 days)
--- ARGV: 1 message_id  2 timestamp  3 context entry (JSON)  4 sender kind
---       (customer | agent | other)  5 persist job (JSON)  6 lock token
---       7 lock ttl ms  8 context ttl s  9 dedupe ttl s  10 rate max
---       11 rate window ms  12 now ms  13 pause ttl s  14 owed member (JSON)
---       15 conversation id  16 page id ('' = unknown)  17 assistant id ('')
---       18 mode: 'sync' (try the lock now) | 'defer' (enqueue a process job)
---       19 process job (JSON, defer mode)  20 page rate max (0 = off)
---       21 known mark ttl s  22 page verdict from page_rate.lua ('' = not
---       limited or not checked; else seconds to wait)
+-- ARGV (names as in redis/store/admit_args.rs, whose test reads this list):
+--    1 message_id
+--    2 timestamp
+--    3 context_entry      JSON
+--    4 sender_kind        customer | agent | other
+--    5 persist_job        JSON
+--    6 lock_token
+--    7 lock_ttl_ms
+--    8 context_ttl_secs
+--    9 dedupe_ttl_secs
+--   10 rate_max
+--   11 rate_window_ms
+--   12 now_ms
+--   13 pause_ttl_secs
+--   14 owed_member       JSON
+--   15 conversation_id
+--   16 page_id           '' = unknown
+--   17 assistant_id      '' = unknown
+--   18 mode              'sync' (try the lock now) | 'defer' (enqueue a process job)
+--   19 process_job       JSON, defer mode
+--   20 page_rate_max     0 = off
+--   21 known_ttl_secs
+--   22 page_verdict      from page_rate.lua: '' = not limited or not checked;
+--                        else seconds to wait
+--   23 context_max       entries kept in the context (the newest)
+--   24 context_max_bytes bytes of context kept (the newest entry always stays)
 --
--- Returns {'duplicate'} | {'stored'} | {'bot_paused'} | {'rate_limited', secs}
+-- Returns {'duplicate'} | {'stored'} | {'bot_paused'}
+--       | {'rate_limited', secs, 'conversation' | 'page'}
 --       | {'locked'} | {'queued'}
 --       | {'acquired', fence, ctx[], owed[member, seq, ...], known ('1' | '0')}
 
--- Dedupe first: a repeated message_id changes nothing at all.
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[9]) then
+-- Reads first, writes after: Lua does not roll back, so a command that can
+-- fail (a key of the wrong type) must fail before anything is written —
+-- never after the dedupe mark, which would turn the retry into a false
+-- 'duplicate' and lose the message.
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'duplicate'}
 end
-
+local expected = {[2] = 'hash', [3] = 'zset', [4] = 'zset', [5] = 'string', [6] = 'stream',
+  [7] = 'zset', [8] = 'hash', [9] = 'string'}
+for i, kind in pairs(expected) do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= kind then
+    return redis.error_reply('WRONGTYPE admit: ' .. KEYS[i] .. ' holds a ' .. t)
+  end
+end
 local now_ms = tonumber(ARGV[12])
--- Whether this conversation was seen before (its history may be in Postgres
--- even if its Redis context expired): a brand-new one needs no rebuild.
-local known = redis.call('SET', KEYS[9], '1', 'EX', ARGV[21], 'GET') and '1' or '0'
 local ts = tonumber(ARGV[2])
 local st = redis.call('HMGET', KEYS[2], 'seq', 'last_message_ts', 'paused_until_ms',
   'rl_start_ms', 'rl_count', 'rl_prev', 'fence')
+
+-- Dedupe: from here on, a repeated message_id changes nothing at all.
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[9])
+-- Whether this conversation was seen before (its history may be in Postgres
+-- even if its Redis context expired): a brand-new one needs no rebuild.
+local known = redis.call('SET', KEYS[9], '1', 'EX', ARGV[21], 'GET') and '1' or '0'
 local seq = (tonumber(st[1]) or 0) + 1
 local fields = {'seq', seq, 'updated_ms', now_ms}
 -- Remembered so a re-drive knows where to answer and with which assistant.
@@ -48,6 +79,23 @@ end
 
 redis.call('ZADD', KEYS[3], ts, ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[8])
+-- Bounded here, whatever happens next: a paused, rate-limited or spamming
+-- conversation never reaches complete's trim, and all of the context goes
+-- to the AI. The newest ARGV[23] entries, then no more than ARGV[24] bytes.
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[23]) + 1))
+local max_bytes = tonumber(ARGV[24])
+if max_bytes > 0 then
+  local newest_first = redis.call('ZREVRANGE', KEYS[3], 0, -1)
+  local bytes = 0
+  for i, member in ipairs(newest_first) do
+    bytes = bytes + #member
+    if bytes > max_bytes and i > 1 then
+      -- Keep the i - 1 newest: drop ascending ranks 0 .. #newest_first - i.
+      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #newest_first - i)
+      break
+    end
+  end
+end
 -- Stored whatever happens next: rate limits and locks limit answers, never storage.
 local function persist(outcome)
   redis.call('XADD', KEYS[6], '*', 'type', 'persist_message', 'outcome', outcome, 'payload', ARGV[5])
@@ -90,10 +138,10 @@ local function slide(start, count, prev, window)
   return start, count, prev, count + prev * (1 - (now_ms - start) / window)
 end
 local window = tonumber(ARGV[11])
-local function limited(start)
+local function limited(start, scope)
   save_state()
   persist('rate_limited')
-  return {'rate_limited', tostring(math.max(1, math.ceil((start + window - now_ms) / 1000)))}
+  return {'rate_limited', tostring(math.max(1, math.ceil((start + window - now_ms) / 1000))), scope}
 end
 
 local max = tonumber(ARGV[10])
@@ -101,7 +149,7 @@ if max > 0 then
   local start, count, prev, estimate = slide(st[4], st[5], st[6], window)
   if estimate >= max then
     for _, v in ipairs({'rl_start_ms', start, 'rl_count', count, 'rl_prev', prev}) do table.insert(fields, v) end
-    return limited(start)
+    return limited(start, 'conversation')
   end
   for _, v in ipairs({'rl_start_ms', start, 'rl_count', count + 1, 'rl_prev', prev}) do table.insert(fields, v) end
 end
@@ -110,7 +158,7 @@ end
 if ARGV[22] ~= '' then
   save_state()
   persist('rate_limited')
-  return {'rate_limited', ARGV[22]}
+  return {'rate_limited', ARGV[22], 'page'}
 end
 -- Per page (KEYS[8]; ARGV[20] = its limit, 0 = off or no page): protects the
 -- page's Pancake send quota from one busy page's burst of conversations.
@@ -119,7 +167,7 @@ if page_max > 0 then
   local p = redis.call('HMGET', KEYS[8], 'start', 'count', 'prev')
   local start, count, prev, estimate = slide(p[1], p[2], p[3], window)
   if estimate >= page_max then
-    return limited(start)
+    return limited(start, 'page')
   end
   redis.call('HSET', KEYS[8], 'start', start, 'count', count + 1, 'prev', prev)
   redis.call('PEXPIRE', KEYS[8], 2 * window)

@@ -1,12 +1,12 @@
 //! `admit.lua`'s keys and arguments by name. The script reads 9 `KEYS` and
-//! 22 positional `ARGV`; this is the one place the Rust side lists them, in
+//! 24 positional `ARGV`; this is the one place the Rust side lists them, in
 //! the script's order (its header comment numbers the same list), and a test
 //! checks that the script reads exactly as many as are built here.
 
 use redis::ToRedisArgs;
 
-use super::super::keys::ConversationKeys;
 use crate::domain::MessageId;
+use crate::redis::keys::ConversationKeys;
 
 /// `KEYS` 1–9, in order.
 pub(super) fn admit_keys(keys: &ConversationKeys, message: &MessageId, page_id: Option<&str>) -> Vec<String> {
@@ -23,7 +23,7 @@ pub(super) fn admit_keys(keys: &ConversationKeys, message: &MessageId, page_id: 
     ]
 }
 
-/// `ARGV` 1–22, in order: one field each.
+/// `ARGV` 1–24, in order: one field each.
 #[derive(Debug)]
 pub(super) struct AdmitArgs<'a> {
     pub message_id: &'a str,
@@ -57,38 +57,47 @@ pub(super) struct AdmitArgs<'a> {
     pub known_ttl_secs: u64,
     /// `page_rate.lua`'s verdict with several shards: empty, or seconds to wait.
     pub page_verdict: &'a str,
+    /// Context entries kept (the newest).
+    pub context_max: usize,
+    /// Context bytes kept (the newest entry always stays); 0 = no byte bound.
+    pub context_max_bytes: usize,
 }
 
-fn arg(value: impl ToRedisArgs) -> Vec<u8> {
-    value.to_redis_args().concat()
+fn arg(name: &'static str, value: impl ToRedisArgs) -> (&'static str, Vec<u8>) {
+    let parts = value.to_redis_args();
+    debug_assert_eq!(parts.len(), 1, "{name} must encode as one argument");
+    (name, parts.concat())
 }
 
 impl AdmitArgs<'_> {
-    /// The arguments as sent, exactly as `.arg(field)` would encode each.
-    pub(super) fn argv(&self) -> Vec<Vec<u8>> {
+    /// The arguments as sent (each encoded exactly as `.arg(field)` would),
+    /// with the name `admit.lua`'s header gives it.
+    pub(super) fn argv(&self) -> Vec<(&'static str, Vec<u8>)> {
         vec![
-            arg(self.message_id),       // 1
-            arg(self.timestamp),        // 2
-            arg(self.context_entry),    // 3
-            arg(self.sender_kind),      // 4
-            arg(self.persist_job),      // 5
-            arg(self.lock_token),       // 6
-            arg(self.lock_ttl_ms),      // 7
-            arg(self.context_ttl_secs), // 8
-            arg(self.dedupe_ttl_secs),  // 9
-            arg(self.rate_max),         // 10
-            arg(self.rate_window_ms),   // 11
-            arg(self.now_ms),           // 12
-            arg(self.pause_ttl_secs),   // 13
-            arg(self.owed_member),      // 14
-            arg(self.conversation_id),  // 15
-            arg(self.page_id),          // 16
-            arg(self.assistant_id),     // 17
-            arg(self.mode),             // 18
-            arg(self.process_job),      // 19
-            arg(self.page_rate_max),    // 20
-            arg(self.known_ttl_secs),   // 21
-            arg(self.page_verdict),     // 22
+            arg("message_id", self.message_id),               // 1
+            arg("timestamp", self.timestamp),                 // 2
+            arg("context_entry", self.context_entry),         // 3
+            arg("sender_kind", self.sender_kind),             // 4
+            arg("persist_job", self.persist_job),             // 5
+            arg("lock_token", self.lock_token),               // 6
+            arg("lock_ttl_ms", self.lock_ttl_ms),             // 7
+            arg("context_ttl_secs", self.context_ttl_secs),   // 8
+            arg("dedupe_ttl_secs", self.dedupe_ttl_secs),     // 9
+            arg("rate_max", self.rate_max),                   // 10
+            arg("rate_window_ms", self.rate_window_ms),       // 11
+            arg("now_ms", self.now_ms),                       // 12
+            arg("pause_ttl_secs", self.pause_ttl_secs),       // 13
+            arg("owed_member", self.owed_member),             // 14
+            arg("conversation_id", self.conversation_id),     // 15
+            arg("page_id", self.page_id),                     // 16
+            arg("assistant_id", self.assistant_id),           // 17
+            arg("mode", self.mode),                           // 18
+            arg("process_job", self.process_job),             // 19
+            arg("page_rate_max", self.page_rate_max),         // 20
+            arg("known_ttl_secs", self.known_ttl_secs),       // 21
+            arg("page_verdict", self.page_verdict),           // 22
+            arg("context_max", self.context_max),             // 23
+            arg("context_max_bytes", self.context_max_bytes), // 24
         ]
     }
 }
@@ -142,8 +151,23 @@ mod tests {
             page_rate_max: 0,
             known_ttl_secs: 1,
             page_verdict: "",
+            context_max: 50,
+            context_max_bytes: 0,
         };
         assert_eq!(args.argv().len(), highest(script, "ARGV"));
-        assert_eq!(args.argv()[1], b"1.5");
+        assert_eq!(args.argv()[1].1, b"1.5");
+        // The header numbers the same names in the same order.
+        let header: Vec<(usize, &str)> = script
+            .lines()
+            .skip_while(|l| !l.starts_with("-- ARGV"))
+            .skip(1)
+            .take_while(|l| l.starts_with("-- "))
+            .filter_map(|l| {
+                let mut words = l.strip_prefix("--")?.split_whitespace();
+                Some((words.next()?.parse().ok()?, words.next()?))
+            })
+            .collect();
+        let built: Vec<(usize, &str)> = args.argv().iter().enumerate().map(|(i, (name, _))| (i + 1, *name)).collect();
+        assert_eq!(header, built);
     }
 }

@@ -2,8 +2,8 @@
 //! twice, echo recognition of what the bot sent, delivery results and
 //! retries recorded in one round trip, owed entries an answer covered.
 
-use super::super::scripts;
 use super::{ConversationStore, SENDING_TTL_SECS, SENT_TTL_SECS, SendMark};
+use crate::redis::scripts;
 use crate::{domain::ConversationId, error::AppError};
 
 impl ConversationStore {

@@ -5,17 +5,17 @@
 
 use redis::Value;
 
-use super::super::{keys::ConversationKeys, scripts};
 use super::admit_args::{AdmitArgs, admit_keys};
 use super::{
     Admission, AdmitMode, AnswerRecord, Claim, Completion, ConversationStore, ECHO_TTL_SECS, KNOWN_TTL_SECS, Lease,
     SENDING_TTL_SECS,
     reply::{array, parse_json, protocol, snapshot, string, to_json},
 };
+use crate::redis::{keys::ConversationKeys, scripts};
 use crate::{
     clock::{millis, now_ms},
     domain::{ContextEntry, ConversationId, IncomingMessage, OwedMessage, SenderType},
-    error::AppError,
+    error::{AppError, RateScope},
 };
 
 impl ConversationStore {
@@ -91,12 +91,14 @@ impl ConversationStore {
             page_rate_max: if page_in_script { self.page_rate_max } else { 0 },
             known_ttl_secs: KNOWN_TTL_SECS,
             page_verdict: &page_verdict,
+            context_max: self.context_max,
+            context_max_bytes: self.context_max_bytes,
         };
         let mut invocation = scripts::ADMIT.prepare_invoke();
         for key in admit_keys(&keys, &message.message_id, page_id.as_deref()) {
             invocation.key(key);
         }
-        for arg in args.argv() {
+        for (_, arg) in args.argv() {
             invocation.arg(arg);
         }
         let reply: Value = invocation.invoke_async(&mut self.conn.clone()).await?;
@@ -110,6 +112,10 @@ impl ConversationStore {
             "queued" => Admission::Queued,
             "rate_limited" => Admission::RateLimited {
                 retry_after_secs: string(parts.next())?.parse().map_err(|_| protocol("rate_limited"))?,
+                scope: match string(parts.next())?.as_str() {
+                    "page" => RateScope::Page,
+                    _ => RateScope::Conversation,
+                },
             },
             "acquired" => {
                 let fence = string(parts.next())?.parse().map_err(|_| protocol("fence"))?;

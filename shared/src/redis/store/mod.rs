@@ -3,8 +3,8 @@
 //! complete, claim, cancel, release, conversation events, with `admit_args`
 //! naming admit's arguments), `context`, `delivery` (send and echo marks,
 //! delivery records), `streams` (job streams), `scans` (the sweep's and
-//! operators' reads and cleanup), `outage` (the lazy rebuild after degraded
-//! mode), and `reply` (parsing script replies).
+//! operators' reads and cleanup), `security` (refused credentials), `outage`
+//! (the lazy rebuild after degraded mode), and `reply` (parsing script replies).
 //!
 //! Round trips on the message path: one `EVALSHA` to admit (dedupe, context,
 //! state, rate limit, pause, lock, fencing number and the persistence job, all
@@ -20,6 +20,7 @@ mod lifecycle;
 mod outage;
 mod reply;
 mod scans;
+mod security;
 mod streams;
 
 use std::{sync::Arc, time::Duration};
@@ -32,6 +33,7 @@ use super::{
 use crate::{
     config::Config,
     domain::{ContextEntry, ConversationId, MessageId, OwedMessage, Snapshot},
+    error::RateScope,
 };
 
 /// The lock, held: its random token and the fencing number taken with it.
@@ -49,6 +51,7 @@ pub enum Admission {
     BotPaused,
     RateLimited {
         retry_after_secs: u64,
+        scope: RateScope,
     },
     /// Another invocation holds the conversation; this message joined its context.
     Locked,
@@ -130,6 +133,7 @@ pub struct ConversationStore {
     dedupe_ttl: Duration,
     pause_ttl: Duration,
     context_max: usize,
+    context_max_bytes: usize,
     rate_max: u32,
     page_rate_max: u32,
     rate_window: Duration,
@@ -161,6 +165,7 @@ impl ConversationStore {
             dedupe_ttl: config.dedupe_ttl,
             pause_ttl: config.bot_pause_ttl,
             context_max: config.context_max_messages,
+            context_max_bytes: config.context_max_bytes,
             rate_max: config.rate_limit_conversation_max,
             page_rate_max: config.rate_limit_page_max,
             rate_window: config.rate_limit_window,

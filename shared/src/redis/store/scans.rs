@@ -4,8 +4,8 @@
 
 use redis::AsyncCommands;
 
-use super::super::scripts;
 use super::ConversationStore;
+use crate::redis::{keys::id_of_key_part, scripts};
 use crate::{clock::now_ms, domain::ConversationId, error::AppError};
 
 impl ConversationStore {
@@ -97,7 +97,8 @@ impl ConversationStore {
             // The id follows the shard's hash tag: `…conv:{sN}:<id>:state`.
             let base = state.trim_end_matches(":state");
             let Some(close) = base.find("}:") else { continue };
-            let Ok(conversation) = ConversationId::parse(&base[close + 2..]) else { continue };
+            let Some(id) = id_of_key_part(&base[close + 2..]) else { continue };
+            let Ok(conversation) = ConversationId::parse(&id) else { continue };
             let keys = self.keys.conversation(&conversation);
             if keys.state() != *state {
                 continue; // a key that only looks like a state key

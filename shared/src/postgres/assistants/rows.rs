@@ -1,6 +1,7 @@
 //! The operators' view of the `assistants` table (`/api/v1/admin/assistants/{id}`):
 //! the whole row as a document, and the writes. Cache invalidation around
-//! the writes is the caller's ([`super::AssistantDirectory::invalidate`]).
+//! the writes is the caller's ([`super::AssistantDirectory::invalidate`]);
+//! lookups for the message path are the directory's (`super`).
 
 use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
@@ -53,39 +54,53 @@ pub async fn upsert(
     f: &AssistantFields,
 ) -> Result<bool, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    if f.is_default {
-        tx.execute("UPDATE assistants SET is_default = FALSE WHERE is_default AND id <> $1", &[&id]).await?;
+    // Ended explicitly on every path: a dropped transaction only queues its
+    // ROLLBACK, and a Lambda frozen right after would keep its row locks.
+    let written = async {
+        if f.is_default {
+            tx.execute("UPDATE assistants SET is_default = FALSE WHERE is_default AND id <> $1", &[&id]).await?;
+        }
+        let created: bool = tx
+            .query_one(
+                "INSERT INTO assistants (id, name, system_prompt, model, temperature, page_ids, collect_info_fields,
+                                         data_sources, answer_cache_enabled, is_default)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (id) DO UPDATE SET
+                     name = EXCLUDED.name, system_prompt = EXCLUDED.system_prompt, model = EXCLUDED.model,
+                     temperature = EXCLUDED.temperature, page_ids = EXCLUDED.page_ids,
+                     collect_info_fields = EXCLUDED.collect_info_fields, data_sources = EXCLUDED.data_sources,
+                     answer_cache_enabled = EXCLUDED.answer_cache_enabled,
+                     is_default = EXCLUDED.is_default OR assistants.is_default,
+                     config_version = assistants.config_version + 1, updated_at = now()
+                 RETURNING (xmax = 0)",
+                &[
+                    &id,
+                    &f.name,
+                    &f.system_prompt,
+                    &f.model,
+                    &f.temperature,
+                    &f.page_ids,
+                    &f.collect_info_fields,
+                    &f.data_sources,
+                    &f.answer_cache_enabled,
+                    &f.is_default,
+                ],
+            )
+            .await?
+            .get(0);
+        Ok::<bool, tokio_postgres::Error>(created)
     }
-    let created: bool = tx
-        .query_one(
-            "INSERT INTO assistants (id, name, system_prompt, model, temperature, page_ids, collect_info_fields,
-                                     data_sources, answer_cache_enabled, is_default)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET
-                 name = EXCLUDED.name, system_prompt = EXCLUDED.system_prompt, model = EXCLUDED.model,
-                 temperature = EXCLUDED.temperature, page_ids = EXCLUDED.page_ids,
-                 collect_info_fields = EXCLUDED.collect_info_fields, data_sources = EXCLUDED.data_sources,
-                 answer_cache_enabled = EXCLUDED.answer_cache_enabled,
-                 is_default = EXCLUDED.is_default OR assistants.is_default,
-                 config_version = assistants.config_version + 1, updated_at = now()
-             RETURNING (xmax = 0)",
-            &[
-                &id,
-                &f.name,
-                &f.system_prompt,
-                &f.model,
-                &f.temperature,
-                &f.page_ids,
-                &f.collect_info_fields,
-                &f.data_sources,
-                &f.answer_cache_enabled,
-                &f.is_default,
-            ],
-        )
-        .await?
-        .get(0);
-    tx.commit().await?;
-    Ok(created)
+    .await;
+    match written {
+        Ok(created) => {
+            tx.commit().await?;
+            Ok(created)
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
 }
 
 /// Whether the assistant is the default; `None` when it does not exist.

@@ -8,6 +8,8 @@
 //! assistant to another must not keep resolving to the old one) and that
 //! assistant's `schema` and `answer` scopes.
 
+pub mod rows;
+
 use std::{sync::Arc, time::Instant};
 
 use deadpool_postgres::Pool;
