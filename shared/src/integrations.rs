@@ -53,6 +53,12 @@ fn safe_path(path: &str) -> Result<(), String> {
     if escapes { Err(refused()) } else { Ok(()) }
 }
 
+/// Whether `path` is `base` or below it, on a segment boundary (`/v1x` is
+/// not under `/v1`).
+fn under_base(path: &str, base: &str) -> bool {
+    path.strip_prefix(base.trim_end_matches('/')).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The first `max` bytes of `text` (on a character boundary), marked as cut.
 fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -133,10 +139,7 @@ impl Integrations {
         let mut url = reqwest::Url::parse(&base).map_err(|e| format!("{name}: bad URL: {e}"))?;
         // The normalised URL must still be the integration's origin and path.
         let root = reqwest::Url::parse(&integration.base_url).map_err(|e| format!("{name}: bad base URL: {e}"))?;
-        let root_path = root.path().trim_end_matches('/');
-        let under_root =
-            url.path().strip_prefix(root_path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if url.origin() != root.origin() || !under_root {
+        if url.origin() != root.origin() || !under_base(url.path(), root.path()) {
             return Err("data.path must stay under the integration's base URL".into());
         }
         if !query.is_empty() {
@@ -293,10 +296,11 @@ impl Integrations {
             .await
             .map_err(|e| e.without_url().to_string())?;
         let status = response.status();
-        let value: Value = response.json().await.map_err(|e| e.without_url().to_string())?;
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
+        let body = read_capped(response, self.max_body).await.map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_slice(&body).map_err(|_| "the token response is not JSON".to_owned())?;
         let token = value["access_token"].as_str().ok_or("no access_token in the response")?.to_owned();
         Ok((token, value["expires_in"].as_u64().unwrap_or(3600)))
     }
@@ -330,6 +334,15 @@ mod tests {
         for path in ["", "orders/42", "/orders", "search/a%20b", "v1.2/items", "a..b"] {
             assert!(safe_path(path).is_ok(), "{path}");
         }
+    }
+
+    #[test]
+    fn the_base_path_ends_on_a_segment_boundary() {
+        assert!(under_base("/v1", "/v1"));
+        assert!(under_base("/v1/orders", "/v1/"));
+        assert!(!under_base("/v1x/orders", "/v1"));
+        assert!(!under_base("/v2", "/v1"));
+        assert!(under_base("/anything", "/"));
     }
 
     #[test]

@@ -35,6 +35,10 @@ impl PancakeError {
     }
 }
 
+/// How long one Pancake call may take: it bounds how far a delivery already
+/// in flight can run past `DELIVERY_BUDGET_MS`.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Pancake {
     client: reqwest::Client,
@@ -108,15 +112,23 @@ impl Pancake {
             .client
             .post(url)
             .json(body)
+            .timeout(SEND_TIMEOUT)
             .send()
             .await
             .map_err(|e| PancakeError::Transport(e.without_url().to_string()))?;
         let status = response.status();
-        let body = read_capped(response, self.max_body).await.map_err(|e| PancakeError::Transport(e.to_string()))?;
-        let text = String::from_utf8_lossy(&body);
+        let body = read_capped(response, self.max_body).await;
         if !status.is_success() {
-            return Err(PancakeError::Rejected { status: status.as_u16(), body: text.chars().take(300).collect() });
+            let text = body.map(|b| String::from_utf8_lossy(&b).chars().take(300).collect()).unwrap_or_default();
+            return Err(PancakeError::Rejected { status: status.as_u16(), body: text });
         }
+        // Accepted: a reply too large (or cut) to read does not undo the
+        // send, and retrying it would send the message twice.
+        let Ok(body) = body else {
+            tracing::warn!(status = status.as_u16(), "pancake accepted the send; its reply was not read");
+            return Ok(Value::Null);
+        };
+        let text = String::from_utf8_lossy(&body);
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         // Pancake reports some failures as 200 with `"success": false`.
         if value.get("success") == Some(&Value::Bool(false)) {

@@ -11,7 +11,9 @@ use tracing_subscriber::{EnvFilter, fmt};
 /// The filter directives for a `RUST_LOG` value (`None`: unset).
 pub fn filter_directives(rust_log: Option<&str>) -> String {
     let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
-    if base.contains("tokio_postgres") { base.to_owned() } else { format!("{base},tokio_postgres=info") }
+    let lowered = base.to_ascii_lowercase();
+    let verbose = lowered.contains("debug") || lowered.contains("trace");
+    if !verbose || lowered.contains("tokio_postgres") { base.to_owned() } else { format!("{base},tokio_postgres=info") }
 }
 
 /// Installs the JSON subscriber; a second call is a no-op.
@@ -34,7 +36,9 @@ mod tests {
     #[test]
     fn debug_logging_never_turns_on_the_postgres_parameter_log() {
         assert_eq!(filter_directives(Some("debug")), "debug,tokio_postgres=info");
-        assert_eq!(filter_directives(None), "info,tokio_postgres=info");
+        assert_eq!(filter_directives(Some("switchboard=trace")), "switchboard=trace,tokio_postgres=info");
+        assert_eq!(filter_directives(None), "info");
+        assert_eq!(filter_directives(Some("warn")), "warn", "a quieter level stays quieter");
         assert_eq!(filter_directives(Some("debug,tokio_postgres=debug")), "debug,tokio_postgres=debug");
         // A target directive beats the global level in EnvFilter.
         assert!(EnvFilter::try_new(filter_directives(Some("trace"))).is_ok());

@@ -275,8 +275,8 @@ async fn conversation(app: &App, update: ConversationUpdate) -> Result<&'static 
     })
 }
 
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]` (`T` or
-/// a space between date and time); no offset means UTC (Pancake's
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM[:SS[.frac]][Z|±HH[[:]MM]]`
+/// (`T` or a space between date and time); no offset means UTC (Pancake's
 /// `inserted_at`). Calendar-checked by the `time` crate: `2024-02-31` and
 /// `2023-02-29` are refused, not rolled over.
 pub fn parse_utc(s: &str) -> Option<f64> {
@@ -284,18 +284,29 @@ pub fn parse_utc(s: &str) -> Option<f64> {
     let s = s.trim();
     let (local, offset) = match s.strip_suffix(['Z', 'z']) {
         Some(local) => (local, UtcOffset::UTC),
-        None => match s.get(19..).and_then(|tail| tail.rfind(['+', '-']).map(|i| i + 19)) {
-            Some(at) => {
-                let offset = UtcOffset::parse(&s[at..], format_description!("[offset_hour]:[offset_minute]")).ok()?;
-                (&s[..at], offset)
-            }
+        // An offset sign can only follow the time (the date's `-` come first).
+        None => match s.get(11..).and_then(|time| time.rfind(['+', '-'])).map(|i| i + 11) {
+            Some(at) => (&s[..at], parse_offset(&s[at..])?),
             None => (s, UtcOffset::UTC),
         },
     };
-    let format =
-        format_description!("[year]-[month]-[day][first [T][ ]][hour]:[minute]:[second][optional [.[subsecond]]]");
+    let format = format_description!(
+        "[year]-[month]-[day][first [T][ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
     let at = PrimitiveDateTime::parse(local, format).ok()?.assume_offset(offset);
     (at.year() >= 1970).then(|| at.unix_timestamp() as f64 + f64::from(at.nanosecond()) / 1e9)
+}
+
+/// `±HH`, `±HHMM` or `±HH:MM`.
+fn parse_offset(text: &str) -> Option<time::UtcOffset> {
+    let sign: i8 = if text.starts_with('-') { -1 } else { 1 };
+    let digits: String = text.get(1..)?.chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !matches!(digits.len(), 2 | 4) {
+        return None;
+    }
+    let hours: i8 = digits[..2].parse().ok()?;
+    let minutes: i8 = digits.get(2..).filter(|m| !m.is_empty()).map_or(Some(0), |m| m.parse().ok())?;
+    time::UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
 }
 
 #[cfg(test)]
@@ -377,5 +388,9 @@ mod tests {
         assert_eq!(parse_utc("2024-02-29T00:00:00"), Some(1_709_164_800.0));
         assert_eq!(parse_utc("2024-12-25T10:00:1e1"), None);
         assert_eq!(parse_utc("2024-12-25 11:06:07"), Some(1_735_124_767.0));
+        assert_eq!(parse_utc("2024-12-25T18:06:07+07"), Some(1_735_124_767.0));
+        assert_eq!(parse_utc("2024-12-25T18:06:07+0700"), Some(1_735_124_767.0));
+        assert_eq!(parse_utc("2024-12-25T11:06Z"), Some(1_735_124_760.0));
+        assert_eq!(parse_utc("2024-12-25T11:06:07+7:00"), None);
     }
 }

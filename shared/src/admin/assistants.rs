@@ -69,6 +69,10 @@ pub async fn put(app: &App, id: &str, request: &Request<bytes::Bytes>) -> Result
             .ok_or_else(|| AppError::invalid("temperature", "must be a number from 0 to 2"))?,
     } as f32;
     let page_ids = string_list(&body, "page_ids", 100)?;
+    // Page ids become Pancake URL segments and key parts: the id rules apply.
+    for page in &page_ids {
+        crate::domain::check_id("page_ids", page)?;
+    }
     let collect_info_fields = string_list(&body, "collect_info_fields", 50)?;
     let data_sources = match body.get("data_sources") {
         None | Some(Value::Null) => json!([]),

@@ -28,6 +28,8 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let field = |name: &str| values(name).into_iter().next();
     let number = |name: &str| values(name).iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>();
     let (depth, pending, dead) = app.store.queue_totals(&app.config.consumer.group).await?;
+    // The streams keep the newest DEAD_LETTER_STREAM_MAX; Postgres keeps them all.
+    let recorded_dead = crate::postgres::dead_letters::count(&**app.db.get().await?).await?;
     let auth_failures: serde_json::Map<String, Value> =
         app.store.auth_failures().await?.into_iter().map(|(route, n)| (route, json!(n))).collect();
     let active = app.store.owed_with_locks(u64::MAX, 1000).await?.iter().filter(|(_, _, locked)| *locked).count();
@@ -59,7 +61,7 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
                 "actions_by_status": figures.actions_by_status,
                 "pool": {"size": app.db.status().size, "available": app.db.status().available},
             },
-            "queue": {"depth": depth, "pending": pending, "dead_letters": dead},
+            "queue": {"depth": depth, "pending": pending, "dead_letters": dead, "dead_letters_recorded": recorded_dead},
             "security": {"auth_failures": auth_failures},
             "cache": cache,
             "ai": {
@@ -80,7 +82,12 @@ fn encode_cursor(ts: f64, id: &str) -> String {
 fn decode_cursor(cursor: &str) -> Option<(f64, String)> {
     let bytes: Option<Vec<u8>> = (0..cursor.len())
         .step_by(2)
-        .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            cursor
+                .get(i..i + 2)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
     let value: Value = serde_json::from_slice(&bytes?).ok()?;
     // A NUL cannot be a stored id (Postgres text refuses it): not a cursor of ours.

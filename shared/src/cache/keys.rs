@@ -3,6 +3,7 @@
 //! the figures of all kinds share one hash, so a flush is one pipeline.
 
 use super::CacheKind;
+use crate::redis::key_part;
 
 #[derive(Debug, Clone)]
 pub(super) struct CacheKeys {
@@ -22,12 +23,13 @@ impl CacheKeys {
         format!("{}:gen", self.base(kind))
     }
 
+    /// Scopes are ids (an assistant, a conversation): escaped as in every key.
     pub(super) fn scope_gen(&self, kind: CacheKind, scope: &str) -> String {
-        format!("{}:gen:{scope}", self.base(kind))
+        format!("{}:gen:{}", self.base(kind), key_part(scope))
     }
 
     pub(super) fn entry(&self, kind: CacheKind, scope: &str, key: &str) -> String {
-        format!("{}:v:{scope}:{key}", self.base(kind))
+        format!("{}:v:{}:{key}", self.base(kind), key_part(scope))
     }
 
     /// Hit/miss figures of every kind, one hash (one slot).

@@ -145,7 +145,7 @@ pub struct ConsumerConfig {
     pub safety_margin: Duration,
     /// An action still `pending` this long after its answer was never delivered.
     pub undelivered_after: Duration,
-    /// Entries each shard's dead-letter stream keeps (approximately; every
+    /// Entries each shard's dead-letter stream keeps (exactly; every
     /// dead letter is also in Postgres' `dead_letters`).
     pub dead_letter_stream_max: usize,
     /// How long dead letters are kept, in the streams and in Postgres.
@@ -163,8 +163,8 @@ impl Config {
         let env = Env(&lookup);
         let ai_timeout = seconds(&env, "AI_SERVICE_TIMEOUT", 30.0, MAX_TIMEOUT_SECS)?;
         let lock_ttl = Duration::from_millis(env.parse_or("LOCK_TTL_MS", 30_000u64)?);
-        if lock_ttl < Duration::from_millis(30) {
-            return Err(malformed("LOCK_TTL_MS", "must be at least 30"));
+        if lock_ttl < Duration::from_millis(30) || lock_ttl > Duration::from_secs(3_600) {
+            return Err(malformed("LOCK_TTL_MS", "must be from 30 to 3600000"));
         }
         let redis_url = redis_url(&env)?;
         let redis_cluster = redis_url.contains(',') || env.parse_or("REDIS_CLUSTER", false)?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use redis::{AsyncCommands, streams::StreamId};
 
-use super::{Consumer, Summary, job::Job};
+use super::{Consumer, Summary, effects::EffectError, job::Job};
 use crate::{
     error::AppError,
     postgres::writer::{self, Batch},
@@ -43,15 +43,13 @@ impl Consumer {
             if delivered > self.settings.max_deliveries
                 && let Some(error) = errors.get(&entry.id)
             {
-                self.dead_letter(shard, entry, error, delivered).await?;
-                summary.dead_lettered += 1;
+                summary.dead_lettered += self.try_dead_letter(shard, entry, error, delivered).await;
                 continue;
             }
             match Job::parse(entry) {
                 Err(error) => {
                     tracing::error!(id = %entry.id, %error, "poison entry moved to the dead-letter stream");
-                    self.dead_letter(shard, entry, &error, delivered).await?;
-                    summary.dead_lettered += 1;
+                    summary.dead_lettered += self.try_dead_letter(shard, entry, &error, delivered).await;
                 }
                 Ok(job) => match job.into_batch(&mut batch) {
                     None => batch_ids.push(entry.id.clone()),
@@ -90,13 +88,31 @@ impl Consumer {
                     self.ack(shard, std::slice::from_ref(&id)).await?;
                     summary.acknowledged += 1;
                 }
-                Err(error) => {
+                // Left pending with no error recorded, so it is claimed again
+                // after `claim_idle` and never dead-lettered for waiting.
+                Err(EffectError::Busy) => {
+                    let _: () = self.reader.clone().hdel(shard.errors(), &id).await?;
+                }
+                Err(EffectError::Failed(error)) => {
                     summary.failed += 1;
                     let _: () = self.reader.clone().hset(shard.errors(), &id, error).await?;
                 }
             }
         }
         Ok(summary)
+    }
+
+    /// Dead-letters one entry (1), or leaves it pending when that fails (0):
+    /// with Postgres away the letter cannot be recorded, and the rest of
+    /// the batch must not wait for it.
+    async fn try_dead_letter(&self, shard: &ShardKeys, entry: &StreamId, error: &str, delivered: u64) -> u64 {
+        match self.dead_letter(shard, entry, error, delivered).await {
+            Ok(()) => 1,
+            Err(err) => {
+                tracing::warn!(id = %entry.id, error = %err, "dead letter not recorded yet; the entry stays pending");
+                0
+            }
+        }
     }
 
     /// Isolates the entry that breaks a batch: each entry in its own transaction.

@@ -2,6 +2,8 @@
 //! message, a spent restart budget) and retrying one action's delivery,
 //! guarded by its send mark.
 
+use uuid::Uuid;
+
 use super::{Consumer, Summary, job::Job};
 use crate::{
     domain::{ActionStatus, ConversationId},
@@ -10,8 +12,28 @@ use crate::{
     redis::SendMark,
 };
 
+/// Why an effect did not finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum EffectError {
+    /// Someone else holds the action's send mark: retried later, never
+    /// counted towards dead-lettering.
+    Busy,
+    Failed(String),
+}
+
+impl From<String> for EffectError {
+    fn from(error: String) -> Self {
+        Self::Failed(error)
+    }
+}
+
 impl Consumer {
-    pub(super) async fn run_effect(&self, effect: Job, summary: &mut Summary, delivered: u64) -> Result<(), String> {
+    pub(super) async fn run_effect(
+        &self,
+        effect: Job,
+        summary: &mut Summary,
+        delivered: u64,
+    ) -> Result<(), EffectError> {
         match effect {
             Job::Process(job) => {
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
@@ -25,7 +47,7 @@ impl Consumer {
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
                 let attempt = job.attempt.max(delivered as u32);
                 let result = match self.app.store.send_mark(&conversation, &job.action.action_id).await {
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.to_string().into()),
                     // Pancake already has it (the holder's results were lost): record, never resend.
                     Ok(SendMark::AlreadySent) => ActionResult {
                         action_id: job.action.action_id,
@@ -37,7 +59,10 @@ impl Consumer {
                         attempt,
                         response: None,
                     },
-                    Ok(SendMark::Busy) => return Err("a delivery of this action is under way".into()),
+                    // Another delivery holds the mark (or died mid-send): wait for it, or for
+                    // the mark to expire. Never counted as a failure: busy entries are not
+                    // dead-lettered, so the action is delivered once the mark allows.
+                    Ok(SendMark::Busy) => return Err(EffectError::Busy),
                     Ok(SendMark::Go) => {
                         pipeline::execute(&self.app, &conversation, job.page_id.as_deref(), &job.action, attempt).await
                     }
@@ -59,7 +84,13 @@ impl Consumer {
                 let marks = [(job.action.action_id, result.status == ActionStatus::Sent)];
                 self.app
                     .store
-                    .record_delivery(&conversation, &sent, &[(jobs::ACTION_RESULTS, &payload)], &marks)
+                    .record_delivery(
+                        &conversation,
+                        &Uuid::new_v4().simple().to_string(),
+                        &sent,
+                        &[(jobs::ACTION_RESULTS, &payload)],
+                        &marks,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 summary.actions_redelivered += 1;
@@ -67,7 +98,7 @@ impl Consumer {
                     // Stays pending: retried after `claim_idle`; past the
                     // delivery budget it moves to the dead-letter stream (its
                     // action already recorded as finally `failed`).
-                    Err(result.error.unwrap_or_else(|| "delivery failed".into()))
+                    Err(result.error.unwrap_or_else(|| "delivery failed".into()).into())
                 } else {
                     Ok(())
                 }

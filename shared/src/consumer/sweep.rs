@@ -48,10 +48,9 @@ impl Consumer {
         Ok(summary)
     }
 
+    /// With Pancake delivery off there are still `execute_api` actions to
+    /// settle (messages are recorded `not_sent`, never `pending`).
     pub(super) async fn sweep_undelivered(&self) -> Result<Summary, AppError> {
-        if !self.app.pancake.enabled() {
-            return Ok(Summary::default());
-        }
         let client = self.app.db.get().await?;
         let seconds = self.settings.undelivered_after.as_secs_f64();
         // Enqueue first, then flip to `retrying`: a crash in between leaves

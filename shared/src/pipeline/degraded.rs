@@ -212,16 +212,14 @@ async fn answer_owed(
             tracing::error!(conversation_id = %conversation, %response_id, error = %err, "action results not recorded");
         }
     }
-    let answered = Answered {
-        response_id,
-        fence,
-        ai_response,
-        actions,
-        rejected,
-        pancake_result: delivery::pancake_result(app, &results, started),
-        covered_message_ids,
-        restarts,
-    };
+    let handed_off = actions.len() - results.len();
+    let mut pancake_result = delivery::pancake_result(app, &results, started);
+    if handed_off > 0 {
+        // Still `pending`: the consumer's sweep delivers them.
+        pancake_result["actions_handed_off"] = serde_json::json!(handed_off);
+    }
+    let answered =
+        Answered { response_id, fence, ai_response, actions, rejected, pancake_result, covered_message_ids, restarts };
     Ok(Outcome::Completed(answered))
 }
 
@@ -254,7 +252,8 @@ async fn answer_round(
     let fence = sql::next_fence(&**tx, conversation).await?;
     let mut restarts = 0;
     loop {
-        let mut context = history::load_history(&**tx, conversation, config.context_max_messages).await?;
+        let mut context =
+            history::load_history(&**tx, conversation, config.context_max_messages, config.context_max_bytes).await?;
         context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
         let snapshot = Snapshot { context, owed: owed.clone(), returning: true };
         let request =

@@ -146,8 +146,11 @@ async fn record_with_retry(
     let jobs: Vec<(&str, &str)> = std::iter::once((jobs::ACTION_RESULTS, payload))
         .chain(retries.iter().map(|retry| (jobs::DELIVER_ACTION, retry.as_str())))
         .collect();
+    // One token for every attempt: an attempt that ran but whose reply was
+    // lost makes the next one a no-op instead of a second release.
+    let token = Uuid::new_v4().simple().to_string();
     for wait in [100u64, 400, 0] {
-        if app.store.record_delivery(conversation, sent_ids, &jobs, marks).await.is_ok() {
+        if app.store.record_delivery(conversation, &token, sent_ids, &jobs, marks).await.is_ok() {
             return true;
         }
         if wait > 0 {

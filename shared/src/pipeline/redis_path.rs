@@ -221,7 +221,9 @@ async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut
     }
     let history = async {
         let client = app.db.get().await?;
-        history::load_history(&**client, conversation, app.config.context_max_messages).await.map_err(AppError::from)
+        history::load_history(&**client, conversation, app.config.context_max_messages, app.config.context_max_bytes)
+            .await
+            .map_err(AppError::from)
     }
     .await
     .map(|entries| {

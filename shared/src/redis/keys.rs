@@ -182,6 +182,10 @@ impl ConversationKeys {
     pub fn send_mark(&self, action_id: &uuid::Uuid) -> String {
         format!("{}:action:{action_id}", self.base)
     }
+    /// The guard of one delivery recording (see `record_delivery.lua`).
+    pub fn recorded(&self, token: &str) -> String {
+        format!("{}:recorded:{}", self.base, key_part(token))
+    }
     /// A text about to be sent, by digest: recognises the echo that can
     /// arrive before Pancake's answer (and its message id) does.
     pub fn echo(&self, text: &str) -> String {

@@ -18,4 +18,6 @@ pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(inclu
 pub(super) static SEND_MARK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/send_mark.lua")));
 pub(super) static CLEANUP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/cleanup.lua")));
 pub(super) static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/forget.lua")));
+pub(super) static RECORD_DELIVERY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/record_delivery.lua")));
 pub(super) static PAGE_RATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/page_rate.lua")));

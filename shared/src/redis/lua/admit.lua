@@ -81,19 +81,29 @@ redis.call('ZADD', KEYS[3], ts, ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[8])
 -- Bounded here, whatever happens next: a paused, rate-limited or spamming
 -- conversation never reaches complete's trim, and all of the context goes
--- to the AI. The newest ARGV[23] entries, then no more than ARGV[24] bytes.
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[23]) + 1))
-local max_bytes = tonumber(ARGV[24])
-if max_bytes > 0 then
-  local newest_first = redis.call('ZREVRANGE', KEYS[3], 0, -1)
-  local bytes = 0
-  for i, member in ipairs(newest_first) do
-    bytes = bytes + #member
-    if bytes > max_bytes and i > 1 then
-      -- Keep the i - 1 newest: drop ascending ranks 0 .. #newest_first - i.
-      redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #newest_first - i)
-      break
-    end
+-- to the AI. The newest ARGV[23] entries, then no more than ARGV[24] bytes;
+-- but never an owed message's entry (its text is what the AI must answer),
+-- nor this message's if it may become owed: only entries older than every
+-- owed one are dropped.
+local protect_from = math.huge
+for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  local owed_ts = tonumber(cjson.decode(member)['timestamp'])
+  if owed_ts and owed_ts < protect_from then protect_from = owed_ts end
+end
+if ARGV[4] == 'customer' and ts < protect_from then protect_from = ts end
+local max_entries, max_bytes = tonumber(ARGV[23]), tonumber(ARGV[24])
+local newest_first = redis.call('ZREVRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+local kept, bytes = 0, 0
+for i = 1, #newest_first, 2 do
+  local score = tonumber(newest_first[i + 1])
+  kept = kept + 1
+  bytes = bytes + #newest_first[i]
+  local over = kept > max_entries or (max_bytes > 0 and bytes > max_bytes and kept > 1)
+  if over and score < protect_from then
+    -- This entry and everything older goes: ascending ranks 0 .. n - kept
+    -- (all scored at or below it, so below every owed entry).
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #newest_first / 2 - kept)
+    break
   end
 end
 -- Stored whatever happens next: rate limits and locks limit answers, never storage.

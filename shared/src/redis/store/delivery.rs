@@ -3,6 +3,9 @@
 //! retries recorded in one round trip, owed entries an answer covered.
 
 use super::{ConversationStore, SENDING_TTL_SECS, SENT_TTL_SECS, SendMark};
+
+/// How long a recording's guard outlives it: longer than any retry of it.
+const RECORDED_TTL_SECS: u64 = 3_600;
 use crate::redis::scripts;
 use crate::{domain::ConversationId, error::AppError};
 
@@ -27,33 +30,39 @@ impl ConversationStore {
     /// After delivery: remember Pancake's ids of what we sent (to ignore their
     /// echoes), settle the send marks and enqueue `jobs` — `(type, payload)`
     /// pairs, as [`ConversationStore::enqueue`] takes them: the results and a
-    /// retry per retryable failure — in one round trip.
+    /// retry per retryable failure — in one atomic step. `token` names this
+    /// recording: a retry after a lost reply passes the same one and changes
+    /// nothing (see `record_delivery.lua`).
     pub async fn record_delivery(
         &self,
         conversation: &ConversationId,
+        token: &str,
         sent_ids: &[String],
         jobs: &[(&str, &str)],
         marks: &[(uuid::Uuid, bool)],
     ) -> Result<(), AppError> {
         let keys = self.keys.conversation(conversation);
-        let mut pipe = redis::pipe();
-        // Delivered actions are marked `sent` for good; failed ones unmarked
-        // so a retry may send them.
-        for (action_id, delivered) in marks {
-            if *delivered {
-                pipe.set_ex(keys.send_mark(action_id), "sent", SENT_TTL_SECS).ignore();
-            } else {
-                pipe.del(keys.send_mark(action_id)).ignore();
-            }
+        let mut invocation = scripts::RECORD_DELIVERY.prepare_invoke();
+        invocation.key(keys.recorded(token)).key(keys.shard().jobs());
+        for (action_id, _) in marks {
+            invocation.key(keys.send_mark(action_id));
         }
         for id in sent_ids {
-            pipe.set_ex(keys.sent(id), 1, self.dedupe_ttl.as_secs().max(1)).ignore();
+            invocation.key(keys.sent(id));
         }
-        let stream = keys.shard().jobs();
+        invocation
+            .arg(RECORDED_TTL_SECS)
+            .arg(marks.len())
+            .arg(sent_ids.len())
+            .arg(SENT_TTL_SECS)
+            .arg(self.dedupe_ttl.as_secs().max(1));
+        for (_, delivered) in marks {
+            invocation.arg(if *delivered { "1" } else { "0" });
+        }
         for (kind, payload) in jobs {
-            pipe.xadd(&stream, "*", &[("type", *kind), ("payload", *payload)]).ignore();
+            invocation.arg(*kind).arg(*payload);
         }
-        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 

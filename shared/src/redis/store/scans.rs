@@ -95,7 +95,10 @@ impl ConversationStore {
         let now = now_ms();
         for state in &states {
             // The id follows the shard's hash tag: `…conv:{sN}:<id>:state`.
-            let base = state.trim_end_matches(":state");
+            // The prefix is the deployment's own and may hold anything: skip it first.
+            let Some(base) = state.strip_prefix(self.keys.prefix()).and_then(|k| k.strip_suffix(":state")) else {
+                continue;
+            };
             let Some(close) = base.find("}:") else { continue };
             let Some(id) = id_of_key_part(&base[close + 2..]) else { continue };
             let Ok(conversation) = ConversationId::parse(&id) else { continue };
