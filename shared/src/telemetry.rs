@@ -8,12 +8,18 @@
 
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// The filter directives for a `RUST_LOG` value (`None`: unset).
+/// The filter directives for a `RUST_LOG` value (`None`: unset): as given,
+/// plus `tokio_postgres=info` when they are more verbose than `info`
+/// (`debug`, `trace`, `4`, `5`) and do not set `tokio_postgres` itself.
 pub fn filter_directives(rust_log: Option<&str>) -> String {
     let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
-    let lowered = base.to_ascii_lowercase();
-    let verbose = lowered.contains("debug") || lowered.contains("trace");
-    if !verbose || lowered.contains("tokio_postgres") { base.to_owned() } else { format!("{base},tokio_postgres=info") }
+    let directives: Vec<&str> = base.split(',').map(str::trim).collect();
+    let verbose = directives.iter().any(|d| {
+        let level = d.rsplit('=').next().unwrap_or(d).to_ascii_lowercase();
+        matches!(level.as_str(), "debug" | "trace" | "4" | "5")
+    });
+    let explicit = directives.iter().any(|d| *d == "tokio_postgres" || d.starts_with("tokio_postgres="));
+    if verbose && !explicit { format!("{base},tokio_postgres=info") } else { base.to_owned() }
 }
 
 /// Installs the JSON subscriber; a second call is a no-op.
@@ -40,6 +46,11 @@ mod tests {
         assert_eq!(filter_directives(None), "info");
         assert_eq!(filter_directives(Some("warn")), "warn", "a quieter level stays quieter");
         assert_eq!(filter_directives(Some("debug,tokio_postgres=debug")), "debug,tokio_postgres=debug");
+        assert_eq!(filter_directives(Some("4")), "4,tokio_postgres=info");
+        assert_eq!(
+            filter_directives(Some("debug,tokio_postgres::connection=info")),
+            "debug,tokio_postgres::connection=info,tokio_postgres=info"
+        );
         // A target directive beats the global level in EnvFilter.
         assert!(EnvFilter::try_new(filter_directives(Some("trace"))).is_ok());
     }

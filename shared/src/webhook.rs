@@ -297,15 +297,20 @@ pub fn parse_utc(s: &str) -> Option<f64> {
     (at.year() >= 1970).then(|| at.unix_timestamp() as f64 + f64::from(at.nanosecond()) / 1e9)
 }
 
-/// `±HH`, `±HHMM` or `±HH:MM`.
+/// `±HH`, `±HHMM` or `±HH:MM`, exactly.
 fn parse_offset(text: &str) -> Option<time::UtcOffset> {
     let sign: i8 = if text.starts_with('-') { -1 } else { 1 };
-    let digits: String = text.get(1..)?.chars().filter(|c| *c != ':').collect();
-    if !digits.bytes().all(|b| b.is_ascii_digit()) || !matches!(digits.len(), 2 | 4) {
+    let rest = text.get(1..)?;
+    let (hours, minutes) = match rest.len() {
+        2 => (rest, "00"),
+        4 => rest.split_at(2),
+        5 if rest.as_bytes()[2] == b':' => (&rest[..2], &rest[3..]),
+        _ => return None,
+    };
+    if !(hours.bytes().chain(minutes.bytes()).all(|b| b.is_ascii_digit())) {
         return None;
     }
-    let hours: i8 = digits[..2].parse().ok()?;
-    let minutes: i8 = digits.get(2..).filter(|m| !m.is_empty()).map_or(Some(0), |m| m.parse().ok())?;
+    let (hours, minutes): (i8, i8) = (hours.parse().ok()?, minutes.parse().ok()?);
     time::UtcOffset::from_hms(sign * hours, sign * minutes, 0).ok()
 }
 
@@ -392,5 +397,8 @@ mod tests {
         assert_eq!(parse_utc("2024-12-25T18:06:07+0700"), Some(1_735_124_767.0));
         assert_eq!(parse_utc("2024-12-25T11:06Z"), Some(1_735_124_760.0));
         assert_eq!(parse_utc("2024-12-25T11:06:07+7:00"), None);
+        for loose in ["+0:700", "+07:0:0", "+07:", "+0700:"] {
+            assert_eq!(parse_utc(&format!("2024-12-25T11:06:07{loose}")), None, "{loose}");
+        }
     }
 }

@@ -88,10 +88,27 @@ impl Consumer {
                     self.ack(shard, std::slice::from_ref(&id)).await?;
                     summary.acknowledged += 1;
                 }
-                // Left pending with no error recorded, so it is claimed again
-                // after `claim_idle` and never dead-lettered for waiting.
+                // Left pending with no error recorded and its delivery count
+                // put back (each claim raised it), so it is claimed again after
+                // `claim_idle`, and waiting never spends its retry budget nor
+                // dead-letters it.
                 Err(EffectError::Busy) => {
-                    let _: () = self.reader.clone().hdel(shard.errors(), &id).await?;
+                    let delivered = deliveries.get(&id).copied().unwrap_or(1);
+                    let () = redis::pipe()
+                        .hdel(shard.errors(), &id)
+                        .ignore()
+                        .cmd("XCLAIM")
+                        .arg(shard.jobs())
+                        .arg(&self.settings.group)
+                        .arg(&self.name)
+                        .arg(0)
+                        .arg(&id)
+                        .arg("RETRYCOUNT")
+                        .arg(delivered.saturating_sub(1))
+                        .arg("JUSTID")
+                        .ignore()
+                        .query_async(&mut self.reader.clone())
+                        .await?;
                 }
                 Err(EffectError::Failed(error)) => {
                     summary.failed += 1;

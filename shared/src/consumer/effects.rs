@@ -46,7 +46,9 @@ impl Consumer {
             Job::Deliver(job) => {
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
                 let attempt = job.attempt.max(delivered as u32);
-                let result = match self.app.store.send_mark(&conversation, &job.action.action_id).await {
+                let text = job.action.customer_text();
+                let result = match self.app.store.send_mark(&conversation, &job.action.action_id, text.as_deref()).await
+                {
                     Err(e) => return Err(e.to_string().into()),
                     // Pancake already has it (the holder's results were lost): record, never resend.
                     Ok(SendMark::AlreadySent) => ActionResult {

@@ -252,8 +252,15 @@ async fn answer_round(
     let fence = sql::next_fence(&**tx, conversation).await?;
     let mut restarts = 0;
     loop {
-        let mut context =
-            history::load_history(&**tx, conversation, config.context_max_messages, config.context_max_bytes).await?;
+        let owed_ids: Vec<&str> = owed.iter().map(|m| m.message_id.as_str()).collect();
+        let mut context = history::load_history(
+            &**tx,
+            conversation,
+            config.context_max_messages,
+            config.context_max_bytes,
+            &owed_ids,
+        )
+        .await?;
         context.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
         let snapshot = Snapshot { context, owed: owed.clone(), returning: true };
         let request =

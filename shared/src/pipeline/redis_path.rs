@@ -221,9 +221,16 @@ async fn rebuild_thread(app: &App, conversation: &ConversationId, snapshot: &mut
     }
     let history = async {
         let client = app.db.get().await?;
-        history::load_history(&**client, conversation, app.config.context_max_messages, app.config.context_max_bytes)
-            .await
-            .map_err(AppError::from)
+        history::load_history(
+            &**client,
+            conversation,
+            app.config.context_max_messages,
+            app.config.context_max_bytes,
+            // The owed messages' entries are in the Redis snapshot already.
+            &[],
+        )
+        .await
+        .map_err(AppError::from)
     }
     .await
     .map(|entries| {

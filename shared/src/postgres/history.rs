@@ -9,12 +9,14 @@ use crate::domain::{ContextEntry, ConversationId};
 
 /// The conversation's latest messages and answers (newest `limit`, and no
 /// more than `max_bytes` of text unless a single entry is larger; 0 = no
-/// byte bound), newest first. Answers read back as `bot:<response id>`.
+/// byte bound), newest first, never leaving out one of `owed` (their text is
+/// what the AI must answer). Answers read back as `bot:<response id>`.
 pub async fn load_history(
     db: &impl GenericClient,
     conversation: &ConversationId,
     limit: usize,
     max_bytes: usize,
+    owed: &[&str],
 ) -> Result<Vec<ContextEntry>, tokio_postgres::Error> {
     let rows = db
         .query(
@@ -32,22 +34,26 @@ pub async fn load_history(
         content: r.get(2),
         timestamp: r.get(3),
     });
-    Ok(within_bytes(entries, max_bytes))
+    Ok(within_bytes(entries, max_bytes, owed))
 }
 
-/// The newest entries (given newest first) whose text fits in `max_bytes`;
-/// the newest always stays. 0 = no byte bound.
-pub fn within_bytes(newest_first: impl IntoIterator<Item = ContextEntry>, max_bytes: usize) -> Vec<ContextEntry> {
+/// The newest entries (given newest first) whose text fits in `max_bytes`,
+/// plus every entry of `owed`; the newest always stays. 0 = no byte bound.
+pub fn within_bytes(
+    newest_first: impl IntoIterator<Item = ContextEntry>,
+    max_bytes: usize,
+    owed: &[&str],
+) -> Vec<ContextEntry> {
     let mut total = 0;
-    newest_first
-        .into_iter()
-        .enumerate()
-        .take_while(|(i, entry)| {
+    let mut kept = Vec::new();
+    for entry in newest_first {
+        let fits = max_bytes == 0 || kept.is_empty() || total + entry.content.len() <= max_bytes;
+        if fits || owed.contains(&entry.message_id.as_str()) {
             total += entry.content.len();
-            max_bytes == 0 || *i == 0 || total <= max_bytes
-        })
-        .map(|(_, entry)| entry)
-        .collect()
+            kept.push(entry);
+        }
+    }
+    kept
 }
 
 /// Which of `message_ids` an answer in Postgres already covers.
@@ -77,9 +83,11 @@ mod tests {
 
     #[test]
     fn history_is_cut_to_the_byte_bound_keeping_the_newest() {
-        let kept = within_bytes([entry("c", 60), entry("b", 60), entry("a", 60)], 130);
-        assert_eq!(kept.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["c", "b"]);
-        assert_eq!(within_bytes([entry("big", 500), entry("a", 1)], 100).len(), 1);
-        assert_eq!(within_bytes([entry("b", 60), entry("a", 60)], 0).len(), 2);
+        let ids = |kept: Vec<ContextEntry>| kept.into_iter().map(|e| e.message_id).collect::<Vec<_>>();
+        assert_eq!(ids(within_bytes([entry("c", 60), entry("b", 60), entry("a", 60)], 130, &[])), ["c", "b"]);
+        assert_eq!(ids(within_bytes([entry("big", 500), entry("a", 1)], 100, &[])), ["big"]);
+        assert_eq!(within_bytes([entry("b", 60), entry("a", 60)], 0, &[]).len(), 2);
+        // An owed message stays, however far past the bound.
+        assert_eq!(ids(within_bytes([entry("c", 60), entry("b", 60), entry("a", 60)], 100, &["a"])), ["c", "a"]);
     }
 }

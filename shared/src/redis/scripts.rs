@@ -6,8 +6,11 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-pub(super) static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/admit.lua")));
-pub(super) static COMPLETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
+/// admit and complete bound the context with the same helper, prepended.
+pub(super) static ADMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("lua/trim_context.lua"), include_str!("lua/admit.lua"))));
+pub(super) static COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("lua/trim_context.lua"), include_str!("lua/complete.lua"))));
 pub(super) static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/heartbeat.lua")));
 pub(super) static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/cancel.lua")));
 pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));

@@ -1,4 +1,5 @@
--- admit: one atomic step for every incoming message of one conversation.
+-- admit: one atomic step for every incoming message of one conversation
+-- (trim_context.lua is prepended: see scripts.rs).
 -- All KEYS share one hash tag: the conversation's job shard (see keys.rs),
 -- so the script runs on Redis Cluster.
 --
@@ -59,6 +60,8 @@ local now_ms = tonumber(ARGV[12])
 local ts = tonumber(ARGV[2])
 local st = redis.call('HMGET', KEYS[2], 'seq', 'last_message_ts', 'paused_until_ms',
   'rl_start_ms', 'rl_count', 'rl_prev', 'fence')
+local protected = owed_ids(redis.call('ZRANGE', KEYS[4], 0, -1))
+if ARGV[4] == 'customer' then protected[ARGV[1]] = true end
 
 -- Dedupe: from here on, a repeated message_id changes nothing at all.
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[9])
@@ -81,31 +84,9 @@ redis.call('ZADD', KEYS[3], ts, ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[8])
 -- Bounded here, whatever happens next: a paused, rate-limited or spamming
 -- conversation never reaches complete's trim, and all of the context goes
--- to the AI. The newest ARGV[23] entries, then no more than ARGV[24] bytes;
--- but never an owed message's entry (its text is what the AI must answer),
--- nor this message's if it may become owed: only entries older than every
--- owed one are dropped.
-local protect_from = math.huge
-for _, member in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  local owed_ts = tonumber(cjson.decode(member)['timestamp'])
-  if owed_ts and owed_ts < protect_from then protect_from = owed_ts end
-end
-if ARGV[4] == 'customer' and ts < protect_from then protect_from = ts end
-local max_entries, max_bytes = tonumber(ARGV[23]), tonumber(ARGV[24])
-local newest_first = redis.call('ZREVRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-local kept, bytes = 0, 0
-for i = 1, #newest_first, 2 do
-  local score = tonumber(newest_first[i + 1])
-  kept = kept + 1
-  bytes = bytes + #newest_first[i]
-  local over = kept > max_entries or (max_bytes > 0 and bytes > max_bytes and kept > 1)
-  if over and score < protect_from then
-    -- This entry and everything older goes: ascending ranks 0 .. n - kept
-    -- (all scored at or below it, so below every owed entry).
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, #newest_first / 2 - kept)
-    break
-  end
-end
+-- to the AI. The newest ARGV[23] entries and ARGV[24] bytes, never an owed
+-- message's entry, nor this one's if it may become owed (trim_context.lua).
+trim_context(KEYS[3], protected, tonumber(ARGV[23]), tonumber(ARGV[24]))
 -- Stored whatever happens next: rate limits and locks limit answers, never storage.
 local function persist(outcome)
   redis.call('XADD', KEYS[6], '*', 'type', 'persist_message', 'outcome', outcome, 'payload', ARGV[5])

@@ -1,4 +1,5 @@
--- complete: the lock holder's last step for one answer.
+-- complete: the lock holder's last step for one answer (trim_context.lua is
+-- prepended: see scripts.rs).
 --
 -- KEYS: 1 lock  2 state  3 ctx  4 owed  5 jobs stream  6 owed index
 --       7 .. 6+ARGV[16]  echo marks (counters) of the texts about to be sent,
@@ -39,7 +40,8 @@ if #newer == 0 then
   redis.call('ZREM', KEYS[6], ARGV[14])
 end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
-redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[10]) + 1))
+-- Messages still owed (they arrived after this answer) keep their entries.
+trim_context(KEYS[3], owed_ids(newer), tonumber(ARGV[10]), 0)
 -- No EXPIRE on the context here: admit refreshed it moments ago (2 h TTL).
 local now_ms = tonumber(ARGV[12])
 local fields = {'processing', '0', 'answered_seq', ARGV[2], 'last_answer_ms', now_ms}

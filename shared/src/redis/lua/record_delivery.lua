@@ -11,7 +11,7 @@
 --       then (type, payload) pairs: the jobs to append
 -- Returns 1 when recorded now, 0 when this token was recorded before.
 
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local n_marks, n_sent = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -28,4 +28,6 @@ end
 for i = 6 + n_marks, #ARGV, 2 do
   redis.call('XADD', KEYS[2], '*', 'type', ARGV[i], 'payload', ARGV[i + 1])
 end
+-- Last: a step above that failed leaves no guard, so the retry runs it all.
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1

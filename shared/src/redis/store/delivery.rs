@@ -2,10 +2,11 @@
 //! twice, echo recognition of what the bot sent, delivery results and
 //! retries recorded in one round trip, owed entries an answer covered.
 
-use super::{ConversationStore, SENDING_TTL_SECS, SENT_TTL_SECS, SendMark};
+use super::{ConversationStore, ECHO_TTL_SECS, SENDING_TTL_SECS, SENT_TTL_SECS, SendMark};
 
-/// How long a recording's guard outlives it: longer than any retry of it.
-const RECORDED_TTL_SECS: u64 = 3_600;
+/// How long a recording's guard outlives it: far longer than its retries
+/// (half a second apart).
+const RECORDED_TTL_SECS: u64 = 60;
 use crate::redis::scripts;
 use crate::{domain::ConversationId, error::AppError};
 
@@ -82,13 +83,23 @@ impl ConversationStore {
         Ok(forget.invoke_async(&mut self.conn.clone()).await?)
     }
 
-    /// Takes an action's delivery mark (consumer retries and sweeps).
-    pub async fn send_mark(&self, conversation: &ConversationId, action_id: &uuid::Uuid) -> Result<SendMark, AppError> {
-        let mark: String = scripts::SEND_MARK
-            .key(self.keys.conversation(conversation).send_mark(action_id))
-            .arg(SENDING_TTL_SECS)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+    /// Takes an action's delivery mark (consumer retries and sweeps); with
+    /// `echo_text`, the text about to be sent, its echo mark is raised in the
+    /// same step so the webhook echo of this send is never taken for a human.
+    pub async fn send_mark(
+        &self,
+        conversation: &ConversationId,
+        action_id: &uuid::Uuid,
+        echo_text: Option<&str>,
+    ) -> Result<SendMark, AppError> {
+        let keys = self.keys.conversation(conversation);
+        let mut invocation = scripts::SEND_MARK.prepare_invoke();
+        invocation.key(keys.send_mark(action_id)).arg(SENDING_TTL_SECS);
+        if let Some(text) = echo_text {
+            // As long as a mark can make a delivery wait, plus the echo's own window.
+            invocation.key(keys.echo(text)).arg(SENDING_TTL_SECS + ECHO_TTL_SECS);
+        }
+        let mark: String = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(match mark.as_str() {
             "sent" => SendMark::AlreadySent,
             "busy" => SendMark::Busy,
