@@ -448,12 +448,26 @@ async fn a_pancake_send_accepted_with_an_oversized_reply_counts_as_sent_and_is_n
 
 #[tokio::test]
 async fn a_busy_send_mark_never_dead_letters_the_delivery_that_waits_for_it() {
-    let pancake = common::pancake_stub().await;
+    // Pancake fails the first real attempt (503), then accepts: the wait
+    // must not have spent the retry budget that attempt needs.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let pancake = Stub::start(move |_| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                (StatusCode::SERVICE_UNAVAILABLE, json!({"success": false}))
+            } else {
+                (StatusCode::OK, json!({"success": true, "id": "pm1"}))
+            }
+        }
+    })
+    .await;
     let env = TestEnv::with(
         &[
             ("PANCAKE_BASE_URL", &pancake.url()),
             ("PANCAKE_PAGE_ACCESS_TOKEN", "page-token"),
-            ("CONSUMER_MAX_DELIVERIES", "1"),
+            ("CONSUMER_MAX_DELIVERIES", "2"),
             ("CONSUMER_CLAIM_IDLE_MS", "50"),
             ("CONSUMER_BLOCK_MS", "20"),
         ],
@@ -474,14 +488,14 @@ async fn a_busy_send_mark_never_dead_letters_the_delivery_that_waits_for_it() {
     let _: String =
         conn.xadd(shard.jobs(), "*", &[("type", "deliver_action"), ("payload", &job.to_string())]).await.unwrap();
     let consumer = env.consumer().await;
-    for _ in 0..40 {
+    for _ in 0..60 {
         consumer.step().await.unwrap();
-        if !pancake.requests().is_empty() {
+        if pancake.requests().len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(pancake.requests().len(), 1, "delivered once the mark expired");
+    assert_eq!(pancake.requests().len(), 2, "one transient failure, then delivered, once the mark expired");
     let dead: usize = conn.xlen(shard.dead_letters()).await.unwrap();
     assert_eq!(dead, 0, "waiting for a busy mark is not a failure");
 }
