@@ -300,7 +300,8 @@ pub fn parse_utc(s: &str) -> Option<f64> {
 /// `±HH`, `±HHMM` or `±HH:MM`, exactly.
 fn parse_offset(text: &str) -> Option<time::UtcOffset> {
     let sign: i8 = if text.starts_with('-') { -1 } else { 1 };
-    let rest = text.get(1..)?;
+    // Byte positions below are only character boundaries in ASCII.
+    let rest = text.get(1..).filter(|r| r.is_ascii())?;
     let (hours, minutes) = match rest.len() {
         2 => (rest, "00"),
         4 => rest.split_at(2),
@@ -397,7 +398,7 @@ mod tests {
         assert_eq!(parse_utc("2024-12-25T18:06:07+0700"), Some(1_735_124_767.0));
         assert_eq!(parse_utc("2024-12-25T11:06Z"), Some(1_735_124_760.0));
         assert_eq!(parse_utc("2024-12-25T11:06:07+7:00"), None);
-        for loose in ["+0:700", "+07:0:0", "+07:", "+0700:"] {
+        for loose in ["+0:700", "+07:0:0", "+07:", "+0700:", "+𝕆", "-é:ab"] {
             assert_eq!(parse_utc(&format!("2024-12-25T11:06:07{loose}")), None, "{loose}");
         }
     }
