@@ -38,6 +38,18 @@ async fn redirector(location: String) -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}"), hits)
 }
 
+/// A test environment delivering to the `pancake` stub, plus `vars`.
+async fn with_pancake(pancake: &Stub, vars: &[(&str, &str)]) -> TestEnv {
+    let url = pancake.url();
+    let mut all = vec![
+        ("PANCAKE_BASE_URL", url.as_str()),
+        ("PANCAKE_PAGE_ACCESS_TOKEN", "page-token"),
+        ("CONSUMER_BLOCK_MS", "20"),
+    ];
+    all.extend_from_slice(vars);
+    TestEnv::with(&all, None).await
+}
+
 fn call(integration: &str, path: &str) -> Map<String, Value> {
     json!({"integration": integration, "method": "GET", "path": path}).as_object().unwrap().clone()
 }
@@ -322,17 +334,7 @@ async fn delivery_stops_at_its_budget_and_the_consumer_delivers_the_rest_once() 
             }
         })
         .await;
-    let env = TestEnv::with(
-        &[
-            ("AI_SERVICE_URL", &ai.url()),
-            ("PANCAKE_BASE_URL", &pancake.url()),
-            ("PANCAKE_PAGE_ACCESS_TOKEN", "page-token"),
-            ("DELIVERY_BUDGET_MS", "1000"),
-            ("CONSUMER_BLOCK_MS", "20"),
-        ],
-        None,
-    )
-    .await;
+    let env = with_pancake(&pancake, &[("AI_SERVICE_URL", &ai.url()), ("DELIVERY_BUDGET_MS", "1000")]).await;
     let (status, _, body) = env.post(&message("slow-page", "m1", "hi", 1.0)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let result = &body["result"]["pancake_result"];
@@ -430,16 +432,7 @@ async fn a_pancake_send_accepted_with_an_oversized_reply_counts_as_sent_and_is_n
         async move { (StatusCode::OK, json!({"success": true, "id": "pm1", "padding": huge})) }
     })
     .await;
-    let env = TestEnv::with(
-        &[
-            ("PANCAKE_BASE_URL", &pancake.url()),
-            ("PANCAKE_PAGE_ACCESS_TOKEN", "page-token"),
-            ("MAX_RESPONSE_BYTES", "65536"),
-            ("CONSUMER_BLOCK_MS", "20"),
-        ],
-        None,
-    )
-    .await;
+    let env = with_pancake(&pancake, &[("MAX_RESPONSE_BYTES", "65536")]).await;
     let (_, _, body) = env.post(&message("oversized-reply", "m1", "hi", 1.0)).await;
     assert_eq!(body["result"]["pancake_result"]["results"][0]["status"], "sent", "{body}");
     drain(&env.consumer().await).await;
@@ -463,17 +456,7 @@ async fn a_busy_send_mark_never_dead_letters_the_delivery_that_waits_for_it() {
         }
     })
     .await;
-    let env = TestEnv::with(
-        &[
-            ("PANCAKE_BASE_URL", &pancake.url()),
-            ("PANCAKE_PAGE_ACCESS_TOKEN", "page-token"),
-            ("CONSUMER_MAX_DELIVERIES", "2"),
-            ("CONSUMER_CLAIM_IDLE_MS", "50"),
-            ("CONSUMER_BLOCK_MS", "20"),
-        ],
-        None,
-    )
-    .await;
+    let env = with_pancake(&pancake, &[("CONSUMER_MAX_DELIVERIES", "2"), ("CONSUMER_CLAIM_IDLE_MS", "50")]).await;
     let conversation = common::cid("busy");
     let action_id = uuid::Uuid::new_v4();
     // A holder that died mid-send left its mark; it expires in a second.

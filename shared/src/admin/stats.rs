@@ -13,7 +13,11 @@ const RECENT_SECS: f64 = 24.0 * 3600.0;
 
 pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let now = clock::now_epoch_seconds();
-    let figures = admin_rows::figures(&**app.db.get().await?, now - RECENT_SECS).await?;
+    let client = app.db.get().await?;
+    let figures = admin_rows::figures(&**client, now - RECENT_SECS).await?;
+    // The streams keep the newest DEAD_LETTER_STREAM_MAX; Postgres keeps them all.
+    let recorded_dead = crate::postgres::dead_letters::count(&**client).await?;
+    drop(client);
     let conn = app.store.connection();
     // One INFO per primary on a cluster: counters are summed, texts taken
     // from the first node.
@@ -28,8 +32,6 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let field = |name: &str| values(name).into_iter().next();
     let number = |name: &str| values(name).iter().filter_map(|v| v.parse::<u64>().ok()).sum::<u64>();
     let (depth, pending, dead) = app.store.queue_totals(&app.config.consumer.group).await?;
-    // The streams keep the newest DEAD_LETTER_STREAM_MAX; Postgres keeps them all.
-    let recorded_dead = crate::postgres::dead_letters::count(&**app.db.get().await?).await?;
     let auth_failures: serde_json::Map<String, Value> =
         app.store.auth_failures().await?.into_iter().map(|(route, n)| (route, json!(n))).collect();
     let active = app.store.owed_with_locks(u64::MAX, 1000).await?.iter().filter(|(_, _, locked)| *locked).count();

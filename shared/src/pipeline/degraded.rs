@@ -212,12 +212,8 @@ async fn answer_owed(
             tracing::error!(conversation_id = %conversation, %response_id, error = %err, "action results not recorded");
         }
     }
-    let handed_off = actions.len() - results.len();
-    let mut pancake_result = delivery::pancake_result(app, &results, started);
-    if handed_off > 0 {
-        // Still `pending`: the consumer's sweep delivers them.
-        pancake_result["actions_handed_off"] = serde_json::json!(handed_off);
-    }
+    // Those cut off stay `pending`: the consumer's sweep delivers them.
+    let pancake_result = delivery::pancake_result(app, &results, actions.len() - results.len(), started);
     let answered =
         Answered { response_id, fence, ai_response, actions, rejected, pancake_result, covered_message_ids, restarts };
     Ok(Outcome::Completed(answered))

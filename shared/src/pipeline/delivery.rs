@@ -76,11 +76,7 @@ pub(super) async fn deliver(
             tracing::error!(conversation_id = %conversation, %response_id, "could not enqueue action results");
         }
     }
-    let mut result = pancake_result(app, &results, started);
-    if !handed_off.is_empty() {
-        result["actions_handed_off"] = json!(handed_off.len());
-    }
-    result
+    pancake_result(app, &results, handed_off.len(), started)
 }
 
 /// Executes the actions in order (the first attempt) until `deadline`: one
@@ -111,8 +107,17 @@ pub(super) fn worth_recording(app: &App, results: &[ActionResult]) -> bool {
     app.pancake.enabled() || results.iter().any(|r| !matches!(r.status, ActionStatus::NotSent | ActionStatus::Done))
 }
 
-/// Seed 001's `pancake_result` for executed actions.
-pub(super) fn pancake_result(app: &App, results: &[ActionResult], started: Instant) -> Value {
+/// Seed 001's `pancake_result` for executed actions, with
+/// `actions_handed_off` when the budget left some to the consumer.
+pub(super) fn pancake_result(app: &App, results: &[ActionResult], handed_off: usize, started: Instant) -> Value {
+    let mut result = executed_result(app, results, started);
+    if handed_off > 0 {
+        result["actions_handed_off"] = json!(handed_off);
+    }
+    result
+}
+
+fn executed_result(app: &App, results: &[ActionResult], started: Instant) -> Value {
     let executed = results.iter().filter(|r| r.status.is_executed()).count();
     let failed = results.iter().filter(|r| r.status == ActionStatus::Failed).count();
     if !app.pancake.enabled() {
