@@ -26,8 +26,6 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
-    #[error("too many messages for this {scope}")]
-    RateLimited { retry_after_secs: u64, scope: RateScope },
     #[error("{dependency} is unavailable")]
     Unavailable { dependency: &'static str },
     #[error("internal error")]
@@ -90,7 +88,6 @@ impl AppError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,7 +101,6 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
-            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "service_unavailable",
             Self::Internal => "internal_error",
         }
@@ -117,15 +113,11 @@ impl AppError {
             Self::InvalidField { field, .. } | Self::TooLarge { field, .. } => {
                 error["field"] = json!(field);
             }
-            Self::RateLimited { retry_after_secs, .. } => error["retry_after_seconds"] = json!(retry_after_secs),
             _ => {}
         }
         let mut response = crate::response::json_response(self.status(), &json!({ "success": false, "error": error }));
         let headers = response.headers_mut();
         match &self {
-            Self::RateLimited { retry_after_secs, .. } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
             // Both stores down is transient by nature: tell the sender when to retry.
             Self::Unavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -182,15 +174,6 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
         assert_eq!(body["error"]["message"], "redis is unavailable");
         assert_eq!(body["success"], false);
-    }
-
-    #[test]
-    fn a_rate_limit_carries_retry_after() {
-        let response = AppError::RateLimited { retry_after_secs: 7, scope: RateScope::Page }.into_response();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
-        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
-        assert_eq!(body["error"]["message"], "too many messages for this page");
     }
 
     #[test]

@@ -81,17 +81,28 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
             "storage_backend": backend,
         }),
         Outcome::RateLimited { retry_after_secs, scope } => {
-            // Stored, not answered: the 429 tells the sender to slow down.
-            let mut response = AppError::RateLimited { retry_after_secs, scope }.into_response();
-            let mut body: Value = serde_json::from_slice(response.body()).unwrap_or_default();
-            body["result"] = json!({
+            // Stored and owed: answered by the conversation's next answer, or
+            // by the sweep once the window reopens. 202, not 429: a 429 asks
+            // the sender to resend, and a resend is only a `duplicate`.
+            let result = json!({
                 "status": "rate_limited",
+                "reason": format!("{scope}_rate_limit"),
                 "message_id": message_id,
                 "stored": true,
-                "retry_after_seconds": retry_after_secs,
+                "will_be_answered": true,
+                "resend": false,
+                "answer_after_seconds": retry_after_secs,
+                "storage_backend": backend,
             });
-            *response.body_mut() = Bytes::from(body.to_string());
-            return Ok(response);
+            return Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({
+                    "success": true,
+                    "result": result,
+                    "timestamp": now_epoch_seconds(),
+                    "processing_time_ms": crate::clock::elapsed_ms(started.elapsed()),
+                }),
+            ));
         }
     };
     Ok(json_response(

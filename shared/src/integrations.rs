@@ -78,6 +78,39 @@ const REFRESH_LOCK: Duration = Duration::from_secs(10);
 /// Responses larger than this are cut when stored on the action.
 const MAX_STORED_RESPONSE: usize = 16 * 1024;
 
+/// Why an `execute_api` call failed, and whether the integration may have
+/// acted on it anyway (the request left and no definite answer came back:
+/// a timeout, a cut connection, a 5xx). An unsafe call with an unknown
+/// outcome is recorded `unknown` and never retried blindly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationError {
+    pub message: String,
+    pub outcome_unknown: bool,
+}
+
+impl From<String> for IntegrationError {
+    fn from(message: String) -> Self {
+        Self { message, outcome_unknown: false }
+    }
+}
+
+impl From<&str> for IntegrationError {
+    fn from(message: &str) -> Self {
+        Self { message: message.to_owned(), outcome_unknown: false }
+    }
+}
+
+impl std::fmt::Display for IntegrationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Whether `method` may be repeated without a second effect.
+pub fn is_safe_method(method: &str) -> bool {
+    matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS")
+}
+
 #[derive(Clone)]
 pub struct Integrations {
     map: Arc<HashMap<String, Integration>>,
@@ -118,12 +151,12 @@ impl Integrations {
     }
 
     /// Runs an `execute_api` action: `{integration, method?, path?, query?, body?}`.
-    pub async fn execute(&self, data: &Map<String, Value>) -> Result<Value, String> {
+    pub async fn execute(&self, data: &Map<String, Value>) -> Result<Value, IntegrationError> {
         let name = data.get("integration").and_then(Value::as_str).ok_or("data.integration is required")?;
         let integration = self.get(name)?;
         let method = data.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
         if !matches!(method.as_str(), "GET" | "POST") {
-            return Err(format!("method {method} is not allowed (GET or POST)"));
+            return Err(format!("method {method} is not allowed (GET or POST)").into());
         }
         let path = data.get("path").and_then(Value::as_str).unwrap_or("");
         safe_path(path)?;
@@ -171,7 +204,11 @@ impl Integrations {
             if let Some(token) = self.bearer(name, integration).await? {
                 request = request.bearer_auth(token);
             }
-            let response = request.send().await.map_err(|e| format!("{name}: {}", e.without_url()))?;
+            let response = request.send().await.map_err(|e| {
+                // A request that connected may have been acted on.
+                let outcome_unknown = !(e.is_connect() || e.is_builder());
+                IntegrationError { message: format!("{name}: {}", e.without_url()), outcome_unknown }
+            })?;
             // A token revoked early: forget it and fetch a new one, once.
             if response.status() == reqwest::StatusCode::UNAUTHORIZED
                 && matches!(integration.auth, Auth::OauthClientCredentials { .. })
@@ -186,12 +223,16 @@ impl Integrations {
         let status = response.status();
         if status.is_redirection() {
             // Never followed (see `app::http_client`): recorded as the result.
-            return Err(format!("{name} answered HTTP {status} (a redirect, not followed)"));
+            return Err(format!("{name} answered HTTP {status} (a redirect, not followed)").into());
         }
         let bytes = read_capped(response, self.max_body).await.map_err(|e| format!("{name}: {e}"))?;
         let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
-            return Err(format!("{name} answered HTTP {status}: {}", text.chars().take(300).collect::<String>()));
+            return Err(IntegrationError {
+                message: format!("{name} answered HTTP {status}: {}", text.chars().take(300).collect::<String>()),
+                // A 5xx may come after the work was done (a timeout behind a proxy).
+                outcome_unknown: status.is_server_error(),
+            });
         }
         // What is stored on the action, cached and returned is cut to
         // MAX_STORED_RESPONSE: whole when small, a cut text otherwise.

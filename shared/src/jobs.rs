@@ -120,6 +120,10 @@ pub struct ActionResult {
     /// What an `execute_api` integration answered (cut at 16 KiB).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub response: Option<Value>,
+    /// The call may have landed although it failed (a timeout, a 5xx): its
+    /// retry looks in the conversation before it sends again.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub outcome_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +168,14 @@ pub struct DeliverAction {
     pub fence: i64,
     pub action: Action,
     pub attempt: u32,
+    /// When the answer was made (epoch seconds): a message looked for in
+    /// the conversation must be at least this recent.
+    #[serde(default)]
+    pub answered_at: Option<f64>,
+    /// Queued by the sweep for an answer whose holder may have died mid-send:
+    /// with no send mark to say otherwise, the outcome counts as unknown.
+    #[serde(default)]
+    pub holder_may_have_sent: bool,
 }
 
 /// Owed messages as the API reports them (`newer_messages`).

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use lambda_http::{Body, Error, Request, RequestExt, Response, request::RequestContext, run, service_fn};
 
-use crate::{App, Config, http::SourceIp, telemetry};
+use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, telemetry};
 
 /// The whole `main` of an HTTP function: telemetry, configuration read once,
 /// clients built once, then the runtime loop. Every HTTP function serves the
@@ -30,6 +30,7 @@ fn source_ip(request: &Request) -> Option<String> {
 /// Handles one API Gateway event.
 pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
     let source = source_ip(&request);
+    let deadline = request.lambda_context_ref().and_then(|context| deadline::from_epoch_ms(context.deadline, now_ms()));
     let (mut parts, body) = request.into_parts();
     if let Some(ip) = source {
         parts.extensions.insert(SourceIp(ip));
@@ -40,7 +41,7 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
         Body::Binary(bytes) => Bytes::from(bytes),
         _ => Bytes::new(),
     };
-    let response = crate::http::route(app, http::Request::from_parts(parts, body)).await;
+    let response = deadline::within(deadline, crate::http::route(app, http::Request::from_parts(parts, body))).await;
     let (parts, body) = response.into_parts();
     let body = match String::from_utf8(body.to_vec()) {
         Ok(text) => Body::Text(text),

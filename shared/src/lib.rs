@@ -40,6 +40,8 @@ pub mod body_cap;
 pub mod clock;
 pub mod config;
 pub mod customer_info;
+pub mod dates;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod response;

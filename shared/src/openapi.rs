@@ -56,7 +56,8 @@ fn operation(method: &str, path: &str) -> Value {
     let (summary, body, extra): (&str, Option<Value>, Vec<Value>) = match (method, path) {
         ("POST", "/api/v1/enhanced-handle-message") => {
             op["security"] = json!([{"pancakeToken": []}]);
-            op["responses"]["429"] = error_response("rate limited: stored, not answered; see Retry-After");
+            op["responses"]["202"] =
+                ok("rate limited: stored and owed, answered once the window allows; do not resend");
             ("Handle one message (seed 001)", Some(json!({"$ref": "#/components/schemas/MessageRequest"})), vec![])
         }
         ("POST", "/api/v1/pancake/webhook") => (

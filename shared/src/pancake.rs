@@ -1,8 +1,9 @@
 //! The client for Pancake's page API: send a message
 //! (`POST /pages/{page_id}/conversations/{conversation_id}/messages`,
-//! `{"action": "reply_inbox", "message": …}`) and assign staff
-//! (`POST …/assign`, `{"assignee_ids": […]}`), authenticated by the
-//! `page_access_token` query parameter.
+//! `{"action": "reply_inbox", "message": …}`), look for a message already
+//! sent (`GET` on the same path, to settle a send whose outcome is unknown)
+//! and assign staff (`POST …/assign`, `{"assignee_ids": […]}`),
+//! authenticated by the `page_access_token` query parameter.
 //!
 //! With no `PANCAKE_BASE_URL`, delivery is *disabled*: every action is
 //! reported as not sent, never silently dropped.
@@ -10,7 +11,8 @@
 use serde_json::{Value, json};
 
 use crate::body_cap::read_capped;
-use crate::config::{Config, Secret};
+use crate::config::{Config, PANCAKE_CALL_TIMEOUT as SEND_TIMEOUT, Secret};
+use crate::dates::parse_utc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PancakeError {
@@ -18,26 +20,56 @@ pub enum PancakeError {
     Disabled,
     #[error("no page access token is configured (PANCAKE_PAGE_ACCESS_TOKEN)")]
     NoToken,
+    /// The request never left (no connection, or no URL to send it to).
     #[error("Pancake could not be reached: {0}")]
+    Unreachable(String),
+    /// The request may have left: a timeout or a connection lost mid-way.
+    #[error("Pancake did not answer: {0}")]
     Transport(String),
     #[error("Pancake answered HTTP {status}: {body}")]
     Rejected { status: u16, body: String },
 }
 
 impl PancakeError {
-    /// 429 and 5xx are worth retrying from the job stream; the rest are not.
+    /// 429, 5xx and network failures are worth retrying from the job
+    /// stream; the rest are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport(_) => true,
+            Self::Unreachable(_) | Self::Transport(_) => true,
             Self::Rejected { status, .. } => *status == 429 || *status >= 500,
             Self::Disabled | Self::NoToken => false,
         }
     }
+
+    /// Whether Pancake may have acted on the request anyway: it left and no
+    /// definite answer came back (a timeout, a cut connection, a 5xx). Such
+    /// a send is looked for before it is retried, never blindly resent.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Rejected { status, .. } => *status >= 500,
+            Self::Unreachable(_) | Self::Disabled | Self::NoToken => false,
+        }
+    }
 }
 
-/// How long one Pancake call may take: it bounds how far a delivery already
-/// in flight can run past `DELIVERY_BUDGET_MS`.
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Whether a message is already in the conversation (see [`Pancake::find_sent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The page sent this text; Pancake's id for it when it gives one.
+    Found {
+        message_id: Option<String>,
+    },
+    Absent,
+}
+
+/// A reqwest failure as a Pancake error: a request that could not connect
+/// never left; anything else may have.
+fn transport(error: reqwest::Error) -> PancakeError {
+    let connect = error.is_connect() || error.is_builder();
+    let text = error.without_url().to_string();
+    if connect { PancakeError::Unreachable(text) } else { PancakeError::Transport(text) }
+}
 
 #[derive(Debug, Clone)]
 pub struct Pancake {
@@ -79,17 +111,65 @@ impl Pancake {
     ) -> Result<Option<String>, PancakeError> {
         let body = json!({ "action": "reply_inbox", "message": text });
         let reply = self.post(page_id, conversation_id, "messages", &body).await?;
-        Ok(reply.get("id").and_then(|id| match id {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }))
+        Ok(id_of(reply.get("id")))
     }
 
     /// Assigns the configured staff to the conversation.
     pub async fn assign(&self, page_id: &str, conversation_id: &str) -> Result<(), PancakeError> {
         let body = json!({ "assignee_ids": self.assign_user_ids });
         self.post(page_id, conversation_id, "assign", &body).await.map(drop)
+    }
+
+    /// Looks for `text` among the conversation's newest messages (one page,
+    /// the 30 newest) sent by the page at or after `since` (epoch seconds;
+    /// a minute of clock skew allowed): how a send whose outcome is unknown
+    /// is settled before anyone resends it. Pancake takes no idempotency key.
+    pub async fn find_sent(
+        &self,
+        page_id: &str,
+        conversation_id: &str,
+        text: &str,
+        since: Option<f64>,
+    ) -> Result<Lookup, PancakeError> {
+        let url = self.url(page_id, conversation_id, "messages")?;
+        // `transport`: the URL carries the page token and must not reach a log.
+        let response = self.client.get(url).timeout(SEND_TIMEOUT).send().await.map_err(transport)?;
+        let status = response.status();
+        let body = read_capped(response, self.max_body).await;
+        if !status.is_success() {
+            return Err(PancakeError::Rejected { status: status.as_u16(), body: String::new() });
+        }
+        let body = body.map_err(|e| PancakeError::Transport(e.to_string()))?;
+        let listing: Value = serde_json::from_slice(&body).map_err(|e| PancakeError::Transport(e.to_string()))?;
+        let wanted = text.trim();
+        let found = listing.get("messages").and_then(Value::as_array).into_iter().flatten().find(|m| {
+            let from_page = m.pointer("/from/id").and_then(Value::as_str) == Some(page_id);
+            let same_text = ["original_message", "message"]
+                .iter()
+                .any(|field| m.get(*field).and_then(Value::as_str).is_some_and(|t| t.trim() == wanted));
+            let recent = match (since, m.get("inserted_at").and_then(Value::as_str).and_then(parse_utc)) {
+                (Some(since), Some(at)) => at >= since - 60.0,
+                _ => true,
+            };
+            from_page && same_text && recent
+        });
+        Ok(match found {
+            Some(m) => Lookup::Found { message_id: id_of(m.get("id")) },
+            None => Lookup::Absent,
+        })
+    }
+
+    /// `{base}/pages/{page}/conversations/{conversation}/{tail}` with the token.
+    fn url(&self, page_id: &str, conversation_id: &str, tail: &str) -> Result<reqwest::Url, PancakeError> {
+        let base = self.base_url.as_deref().ok_or(PancakeError::Disabled)?;
+        let token = self.page_access_token.as_ref().ok_or(PancakeError::NoToken)?;
+        let mut url = reqwest::Url::parse(base).map_err(|e| PancakeError::Unreachable(e.to_string()))?;
+        url.path_segments_mut()
+            .map_err(|_| PancakeError::Unreachable("PANCAKE_BASE_URL cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(["pages", page_id, "conversations", conversation_id, tail]);
+        url.query_pairs_mut().append_pair("page_access_token", token.expose());
+        Ok(url)
     }
 
     async fn post(
@@ -99,23 +179,9 @@ impl Pancake {
         tail: &str,
         body: &Value,
     ) -> Result<Value, PancakeError> {
-        let base = self.base_url.as_deref().ok_or(PancakeError::Disabled)?;
-        let token = self.page_access_token.as_ref().ok_or(PancakeError::NoToken)?;
-        let mut url = reqwest::Url::parse(base).map_err(|e| PancakeError::Transport(e.to_string()))?;
-        url.path_segments_mut()
-            .map_err(|_| PancakeError::Transport("PANCAKE_BASE_URL cannot be a base".into()))?
-            .pop_if_empty()
-            .extend(["pages", page_id, "conversations", conversation_id, tail]);
-        url.query_pairs_mut().append_pair("page_access_token", token.expose());
-        // `without_url`: the URL carries the page token and must not reach a log.
-        let response = self
-            .client
-            .post(url)
-            .json(body)
-            .timeout(SEND_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| PancakeError::Transport(e.without_url().to_string()))?;
+        let url = self.url(page_id, conversation_id, tail)?;
+        // `transport`: the URL carries the page token and must not reach a log.
+        let response = self.client.post(url).json(body).timeout(SEND_TIMEOUT).send().await.map_err(transport)?;
         let status = response.status();
         let body = read_capped(response, self.max_body).await;
         if !status.is_success() {
@@ -135,5 +201,14 @@ impl Pancake {
             return Err(PancakeError::Rejected { status: status.as_u16(), body: text.chars().take(300).collect() });
         }
         Ok(value)
+    }
+}
+
+/// Pancake's message id, a string or a number.
+fn id_of(id: Option<&Value>) -> Option<String> {
+    match id? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }

@@ -21,6 +21,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("response", 0),
     ("body_cap", 0),
     ("clock", 0),
+    ("dates", 0),
+    ("deadline", 0),
     ("config", 0),
     ("domain", 0),
     ("customer_info", 0),

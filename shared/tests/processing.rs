@@ -141,21 +141,41 @@ async fn transfer_to_agent_pauses_the_bot_and_assigns_in_pancake_when_configured
 }
 
 #[tokio::test]
-async fn past_the_rate_limit_a_message_is_stored_and_answered_with_429_and_retry_after() {
-    let env = TestEnv::with(&[("RATE_LIMIT_CONVERSATION_MAX", "2"), ("RATE_LIMIT_WINDOW_SECONDS", "60")], None).await;
+async fn past_the_rate_limit_a_message_is_stored_owed_and_answered_once_the_window_reopens_without_a_resend() {
+    let env = TestEnv::with(
+        &[("RATE_LIMIT_CONVERSATION_MAX", "2"), ("RATE_LIMIT_WINDOW_SECONDS", "1"), ("LOCK_TTL_MS", "30")],
+        None,
+    )
+    .await;
     for i in 0..2 {
         let (status, _, _) = env.post(&message("rl", &format!("m{i}"), "hi", i as f64)).await;
         assert_eq!(status, StatusCode::OK);
     }
     let (status, headers, body) = env.post(&message("rl", "m2", "hi again", 3.0)).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry));
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(!headers.contains_key("retry-after"), "nothing invites a resend");
     assert_eq!(body["result"]["status"], "rate_limited");
+    assert_eq!(body["result"]["resend"], false);
+    assert_eq!(body["result"]["will_be_answered"], true);
     let stream = env.stream().await;
     let limited: Vec<_> = stream.iter().filter(|(_, o, _)| o.as_deref() == Some("rate_limited")).collect();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].2["message_id"], "m2");
+    // A resend changes nothing.
+    let (status, _, again) = env.post(&message("rl", "m2", "hi again", 3.0)).await;
+    assert_eq!((status, again["result"]["status"].as_str()), (StatusCode::OK, Some("duplicate")));
+    // Nothing else arrives: once the window reopens, the sweep answers it.
+    let consumer = env.consumer().await;
+    consumer.sweep().await.unwrap();
+    let answered = |stream: &[(String, Option<String>, Value)]| {
+        stream.iter().filter(|(k, _, p)| k == "persist_answer" && p["covered_message_ids"] == json!(["m2"])).count()
+    };
+    assert_eq!(answered(&env.stream().await), 0, "not before the window reopens");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    consumer.sweep().await.unwrap();
+    assert_eq!(answered(&env.stream().await), 1, "answered once the window reopened, without a resend");
+    consumer.sweep().await.unwrap();
+    assert_eq!(answered(&env.stream().await), 1, "and only once");
 }
 
 #[tokio::test]
@@ -315,9 +335,9 @@ async fn past_the_page_limit_messages_of_other_conversations_on_that_page_are_st
         let (status, _, _) = env.post(&message(&format!("pc{i}"), "m1", "hi", 1.0)).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, headers, body) = env.post(&message("pc3", "m1", "hi", 1.0)).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert!(headers.contains_key("retry-after"));
+    let (status, _, body) = env.post(&message("pc3", "m1", "hi", 1.0)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["result"]["reason"], "page_rate_limit");
     // Another page has its own window.
     let mut other = message("pc4", "m1", "hi", 1.0);
     other["metadata"]["page_id"] = json!("page_2");

@@ -240,7 +240,26 @@ impl Config {
     pub fn heartbeat_interval(&self) -> Duration {
         self.lock_ttl / 3
     }
+
+    /// How long a delivery owns an action's send mark (`sending:<until>`):
+    /// the delivery budget, then the longest call that may still be in
+    /// flight (Pancake's or the slowest integration's timeout), and a
+    /// margin for recording the result. Past it, the owner is taken for
+    /// dead and the outcome for unknown: the next attempt looks before it
+    /// sends (a message) or records `unknown` (an unsafe integration call).
+    /// 50 s with the defaults, well inside the sweep's `UNDELIVERED_AFTER_SECONDS`.
+    pub fn delivery_window(&self) -> Duration {
+        let slowest_integration =
+            self.integrations.values().map(|i| Duration::from_secs_f64(i.timeout_seconds)).max().unwrap_or_default();
+        self.delivery_budget + PANCAKE_CALL_TIMEOUT.max(slowest_integration) + DELIVERY_RECORD_MARGIN
+    }
 }
+
+/// How long one Pancake call may take: it bounds how far a delivery already
+/// in flight can run past `DELIVERY_BUDGET_MS`.
+pub const PANCAKE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed after a delivery's last call to record its result.
+const DELIVERY_RECORD_MARGIN: Duration = Duration::from_secs(30);
 
 /// The longest timeout any setting accepts (seconds): far above API
 /// Gateway's 30 s, far below what would overflow a `Duration`.

@@ -7,9 +7,9 @@ use uuid::Uuid;
 use super::{Consumer, Summary, job::Job};
 use crate::{
     domain::{ActionStatus, ConversationId},
-    jobs::{self, ActionResult, ActionResults},
+    jobs::{self, ActionResults},
     pipeline,
-    redis::SendMark,
+    redis::{MarkAfter, SendMark},
 };
 
 /// Why an effect did not finish.
@@ -47,26 +47,42 @@ impl Consumer {
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
                 let attempt = job.attempt.max(delivered as u32);
                 let text = job.action.customer_text();
-                let result = match self.app.store.send_mark(&conversation, &job.action.action_id, text.as_deref()).await
-                {
+                let page_id = job.page_id.as_deref();
+                let mark = self
+                    .app
+                    .store
+                    .send_mark(&conversation, &job.action.action_id, text.as_deref(), job.holder_may_have_sent)
+                    .await;
+                let result = match mark {
                     Err(e) => return Err(e.to_string().into()),
                     // Pancake already has it (the holder's results were lost): record, never resend.
-                    Ok(SendMark::AlreadySent) => ActionResult {
-                        action_id: job.action.action_id,
-                        action_type: job.action.action_type.clone(),
-                        status: ActionStatus::Sent,
-                        pancake_message_id: None,
-                        error: None,
-                        retryable: false,
-                        attempt,
-                        response: None,
-                    },
-                    // Another delivery holds the mark (or died mid-send): wait for it, or for
-                    // the mark to expire. Never counted as a failure: busy entries are not
-                    // dead-lettered, so the action is delivered once the mark allows.
+                    Ok(SendMark::AlreadySent) => {
+                        let mut sent = pipeline::blank_result(&job.action, attempt);
+                        sent.status = ActionStatus::Sent;
+                        sent
+                    }
+                    // Another delivery owns the mark: wait for it, or for its window to
+                    // end. Never counted as a failure: busy entries are not dead-lettered.
                     Ok(SendMark::Busy) => return Err(EffectError::Busy),
                     Ok(SendMark::Go) => {
-                        pipeline::execute(&self.app, &conversation, job.page_id.as_deref(), &job.action, attempt).await
+                        pipeline::execute(&self.app, &conversation, page_id, &job.action, attempt).await
+                    }
+                    // An earlier attempt may have landed: look before sending. A failed
+                    // look-up leaves the mark ours until its window ends; then the next
+                    // attempt finds it unknown again and looks again.
+                    Ok(SendMark::Unknown) => {
+                        let (app, action, answered_at) = (&self.app, &job.action, job.answered_at);
+                        match pipeline::execute_unsure(app, &conversation, page_id, action, attempt, answered_at).await
+                        {
+                            Ok(result) => result,
+                            Err(error) => {
+                                // Still unknown: the next attempt looks again.
+                                let marks = [(action.action_id, MarkAfter::Unknown)];
+                                let token = Uuid::new_v4().simple().to_string();
+                                let _ = app.store.record_delivery(&conversation, &token, &[], &[], &marks).await;
+                                return Err(error.into());
+                            }
+                        }
                     }
                 };
                 let failed_retryable = result.status == ActionStatus::Failed && result.retryable;
@@ -83,7 +99,7 @@ impl Consumer {
                 };
                 let sent: Vec<String> = result.pancake_message_id.clone().into_iter().collect();
                 let payload = serde_json::to_string(&results).map_err(|e| e.to_string())?;
-                let marks = [(job.action.action_id, result.status == ActionStatus::Sent)];
+                let marks = [(job.action.action_id, pipeline::mark_after(&result))];
                 self.app
                     .store
                     .record_delivery(

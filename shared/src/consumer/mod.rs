@@ -242,7 +242,8 @@ impl Consumer {
         if let Ok(mut last) = self.last_sweep.lock() {
             *last = None;
         }
-        self.run_until(deadline).await
+        // The invocation's real end: a re-drive's AI rounds respect it.
+        crate::deadline::within(Some(Instant::now() + remaining), self.run_until(deadline)).await
     }
 
     /// Runs until `shutdown` resolves (continuous mode).

@@ -18,6 +18,10 @@ pub enum ActionStatus {
     NotSent,
     /// Failed with a retryable error; the consumer delivers it again.
     Retrying,
+    /// An unsafe integration call (`POST`) whose outcome is unknown (a
+    /// timeout, a 5xx, its deliverer died mid-call): never retried blindly,
+    /// listed for operators (`GET /api/v1/admin/actions?status=unknown`).
+    Unknown,
 }
 
 impl ActionStatus {
@@ -29,6 +33,7 @@ impl ActionStatus {
             Self::Failed => "failed",
             Self::NotSent => "not_sent",
             Self::Retrying => "retrying",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -57,6 +62,7 @@ mod tests {
             ActionStatus::Failed,
             ActionStatus::NotSent,
             ActionStatus::Retrying,
+            ActionStatus::Unknown,
         ] {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }

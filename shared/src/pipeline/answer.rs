@@ -74,10 +74,15 @@ pub(super) async fn draft(
         ai_response: ai_response.clone(),
         actions: actions
             .iter()
-            .map(|a| ActionJob {
-                action: a.clone(),
-                status: if delivery_enabled { ActionStatus::Pending } else { ActionStatus::NotSent },
-                last_error: (!delivery_enabled).then(|| PancakeError::Disabled.to_string()),
+            .map(|a| {
+                // An integration call runs with Pancake off too: pending until
+                // its result is recorded, so the sweep settles it if the holder dies.
+                let runs = delivery_enabled || a.action_type == "execute_api";
+                ActionJob {
+                    action: a.clone(),
+                    status: if runs { ActionStatus::Pending } else { ActionStatus::NotSent },
+                    last_error: (!runs).then(|| PancakeError::Disabled.to_string()),
+                }
             })
             .collect(),
         rejected_actions: rejected.clone(),

@@ -11,10 +11,12 @@ use uuid::Uuid;
 use crate::{
     App,
     actions::Action,
-    clock::elapsed_ms,
+    clock::{elapsed_ms, now_epoch_seconds},
     domain::{ActionStatus, ConversationId},
+    integrations::is_safe_method,
     jobs::{self, ActionResult, ActionResults, DeliverAction},
-    pancake::PancakeError,
+    pancake::{Lookup, PancakeError},
+    redis::MarkAfter,
 };
 
 /// Executes the actions in order and enqueues their results. Returns seed
@@ -33,6 +35,7 @@ pub(super) async fn deliver(
     actions: &[Action],
 ) -> Value {
     let started = Instant::now();
+    let answered_at = now_epoch_seconds();
     let results = execute_all(app, conversation, page_id, actions, started + app.config.delivery_budget).await;
     let handed_off = &actions[results.len()..];
     if !handed_off.is_empty() {
@@ -55,16 +58,19 @@ pub(super) async fn deliver(
                     fence,
                     action: action.clone(),
                     attempt: 1,
+                    answered_at: Some(answered_at),
+                    holder_may_have_sent: false,
                 })
                 .ok()
             })
             .collect();
-        // Sent: marked for good; failed or handed off: released for the retry.
-        let marks: Vec<(Uuid, bool)> = actions
+        // Sent: marked for good; a definite failure or a hand-off: free for
+        // the retry; an unknown outcome: the retry looks before it sends.
+        let marks: Vec<(Uuid, MarkAfter)> = actions
             .iter()
-            .zip(results.iter().map(|r| r.status == ActionStatus::Sent).chain(std::iter::repeat(false)))
-            .filter(|(a, _)| goes_to_pancake(app, a))
-            .map(|(a, sent)| (a.action_id, sent))
+            .zip(results.iter().map(mark_after).chain(std::iter::repeat(MarkAfter::Free)))
+            .filter(|(a, _)| is_marked(app, a))
+            .map(|(a, after)| (a.action_id, after))
             .collect();
         let enqueued = match serde_json::to_string(&job) {
             Ok(payload) => record_with_retry(app, conversation, &sent_ids, &payload, &retries, &marks).await,
@@ -146,7 +152,7 @@ async fn record_with_retry(
     sent_ids: &[String],
     payload: &str,
     retries: &[String],
-    marks: &[(Uuid, bool)],
+    marks: &[(Uuid, MarkAfter)],
 ) -> bool {
     let jobs: Vec<(&str, &str)> = std::iter::once((jobs::ACTION_RESULTS, payload))
         .chain(retries.iter().map(|retry| (jobs::DELIVER_ACTION, retry.as_str())))
@@ -166,8 +172,87 @@ async fn record_with_retry(
 }
 
 /// Whether delivering `action` calls Pancake.
-pub(super) fn goes_to_pancake(app: &App, action: &Action) -> bool {
+fn goes_to_pancake(app: &App, action: &Action) -> bool {
     action.customer_text().is_some() || (action.action_type == "transfer_to_agent" && app.pancake.assigns())
+}
+
+/// Whether delivering `action` has an effect outside (a Pancake call while
+/// delivery is on, an integration call always): such an action is marked
+/// `sending` before it runs (in `complete`, or by the consumer's
+/// `send_mark`), so no retry or sweep runs it a second time.
+pub(super) fn is_marked(app: &App, action: &Action) -> bool {
+    (app.pancake.enabled() && goes_to_pancake(app, action)) || action.action_type == "execute_api"
+}
+
+/// What a result leaves on its action's send mark.
+pub fn mark_after(result: &ActionResult) -> MarkAfter {
+    match result.status {
+        ActionStatus::Sent => MarkAfter::Sent,
+        ActionStatus::Unknown => MarkAfter::Unknown,
+        _ if result.outcome_unknown => MarkAfter::Unknown,
+        _ => MarkAfter::Free,
+    }
+}
+
+/// Delivers an action an earlier attempt may already have delivered (its
+/// deliverer died mid-call, or the call timed out): a message is looked
+/// for in the conversation first and recorded as sent if it is there; an
+/// unsafe integration call is recorded `unknown` for operators, never run
+/// again; a safe call or an assignment (setting the same assignees twice
+/// changes nothing) simply runs. `Err`: the look-up failed, try later.
+pub async fn execute_unsure(
+    app: &App,
+    conversation: &ConversationId,
+    page_id: Option<&str>,
+    action: &Action,
+    attempt: u32,
+    answered_at: Option<f64>,
+) -> Result<ActionResult, String> {
+    if let (Some(text), Some(page)) = (action.customer_text(), page_id)
+        && app.pancake.enabled()
+    {
+        let lookup = app.pancake.find_sent(page, conversation.as_str(), &text, answered_at).await;
+        match lookup.map_err(|e| format!("could not look for the message in Pancake: {e}"))? {
+            Lookup::Found { message_id } => {
+                tracing::info!(conversation_id = %conversation, action_id = %action.action_id,
+                    "a send of unknown outcome had landed: recorded, not resent");
+                let mut result = blank_result(action, attempt);
+                result.status = ActionStatus::Sent;
+                result.pancake_message_id = message_id;
+                return Ok(result);
+            }
+            Lookup::Absent => {}
+        }
+    }
+    if action.action_type == "execute_api" && !is_safe_method(&integration_method(action)) {
+        let mut result = blank_result(action, attempt);
+        result.status = ActionStatus::Unknown;
+        result.error = Some("the call may have run already (its outcome is unknown): not repeated".into());
+        tracing::error!(conversation_id = %conversation, action_id = %action.action_id,
+            "integration call of unknown outcome: recorded for operators, not repeated");
+        return Ok(result);
+    }
+    Ok(execute(app, conversation, page_id, action, attempt).await)
+}
+
+/// An `execute_api` action's HTTP method (GET unless it says otherwise).
+fn integration_method(action: &Action) -> String {
+    action.data.get("method").and_then(serde_json::Value::as_str).unwrap_or("GET").to_ascii_uppercase()
+}
+
+/// A result with nothing happened yet (`done`, no error), to fill in.
+pub fn blank_result(action: &Action, attempt: u32) -> ActionResult {
+    ActionResult {
+        action_id: action.action_id,
+        action_type: action.action_type.clone(),
+        status: ActionStatus::Done,
+        pancake_message_id: None,
+        error: None,
+        retryable: false,
+        attempt,
+        response: None,
+        outcome_unknown: false,
+    }
 }
 
 /// Executes one action against Pancake (used by the lock holder and, for
@@ -179,16 +264,7 @@ pub async fn execute(
     action: &Action,
     attempt: u32,
 ) -> ActionResult {
-    let mut result = ActionResult {
-        action_id: action.action_id,
-        action_type: action.action_type.clone(),
-        status: ActionStatus::Done,
-        pancake_message_id: None,
-        error: None,
-        retryable: false,
-        attempt,
-        response: None,
-    };
+    let mut result = blank_result(action, attempt);
     let needs_pancake = goes_to_pancake(app, action);
     if needs_pancake && !app.pancake.enabled() {
         result.status = ActionStatus::NotSent;
@@ -221,9 +297,19 @@ pub async fn execute(
                         result.status = ActionStatus::Sent;
                         result.response = Some(response);
                     }
+                    // An unsafe call that may have run is never repeated:
+                    // `unknown`, for operators. A safe one may be retried.
+                    Err(error) if error.outcome_unknown && !is_safe_method(&integration_method(action)) => {
+                        tracing::error!(conversation_id = %conversation, action_id = %action.action_id,
+                            error = %error, "integration call of unknown outcome: recorded for operators");
+                        result.status = ActionStatus::Unknown;
+                        result.outcome_unknown = true;
+                        result.error = Some(error.message);
+                    }
                     Err(error) => {
                         result.status = ActionStatus::Failed;
-                        result.error = Some(error);
+                        result.retryable = error.outcome_unknown;
+                        result.error = Some(error.message);
                     }
                 }
                 Ok(())
@@ -237,6 +323,7 @@ pub async fn execute(
         tracing::warn!(conversation_id = %conversation, action = %action.action_type, error = %err, "pancake delivery failed");
         result.status = ActionStatus::Failed;
         result.retryable = err.is_retryable();
+        result.outcome_unknown = err.outcome_unknown();
         result.error = Some(err.to_string());
     }
     result

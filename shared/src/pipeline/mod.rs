@@ -32,7 +32,7 @@ mod redis_path;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use delivery::execute;
+pub use delivery::{blank_result, execute, execute_unsure, mark_after};
 pub use redis_path::{process, redrive};
 
 use crate::{

@@ -17,9 +17,11 @@ use crate::{
     actions::Action,
     ai::AiRequest,
     cache::CacheKind,
+    config::PANCAKE_CALL_TIMEOUT,
+    deadline,
     domain::{Assistant, ConversationId, IncomingMessage, OwedMessage, Snapshot},
     error::AppError,
-    jobs::{PersistMessage, Redrive},
+    jobs::{self, PersistMessage, Redrive},
     postgres::history,
     redis::{Admission, AdmitMode, AnswerRecord, Claim, Completion, Lease},
 };
@@ -134,6 +136,15 @@ pub async fn process(
         snapshot = app.store.snapshot(conversation).await?;
     }
     rebuild_thread(app, conversation, &mut snapshot).await;
+    let round = round_time(app);
+    if !deadline::allows(round) {
+        // Not even one round fits before the invocation ends: hand the
+        // conversation to the background re-drive now rather than be cut
+        // off mid-way (its messages stay owed; the lock is given back).
+        tracing::warn!(conversation_id = %conversation, "too close to the deadline to answer; handed to the re-drive");
+        hand_to_redrive(app, conversation, lease, page_id, assistant).await?;
+        return Ok(Outcome::Locked);
+    }
     let mut restarts = 0;
     loop {
         let request = AiRequest {
@@ -157,11 +168,8 @@ pub async fn process(
         let delivery_enabled = app.pancake.enabled();
         let echo_texts: Vec<String> =
             if delivery_enabled { actions.iter().filter_map(Action::customer_text).collect() } else { Vec::new() };
-        let send_marks: Vec<Uuid> = if delivery_enabled {
-            actions.iter().filter(|a| delivery::goes_to_pancake(app, a)).map(|a| a.action_id).collect()
-        } else {
-            Vec::new()
-        };
+        let send_marks: Vec<Uuid> =
+            actions.iter().filter(|a| delivery::is_marked(app, a)).map(|a| a.action_id).collect();
         let record = AnswerRecord {
             context_entry: &context_entry,
             job: &serde_json::to_string(&answer_job).map_err(|_| AppError::Internal)?,
@@ -170,7 +178,10 @@ pub async fn process(
             echo_texts: &echo_texts,
             send_marks: &send_marks,
         };
-        let is_final = restarts >= config.max_restarts;
+        // Final when the restart budget is spent, or when another round
+        // would not finish before the invocation's deadline: newer messages
+        // then go to the re-drive instead of a round that would be cut off.
+        let is_final = restarts >= config.max_restarts || !deadline::allows(round);
         match app.store.complete(conversation, lease, snapshot.covered_seq(), is_final, &record).await? {
             Completion::Lost => return Ok(Outcome::LockLost),
             Completion::Paused => return Ok(Outcome::BotPaused),
@@ -200,6 +211,36 @@ pub async fn process(
             }
         }
     }
+}
+
+/// What one more round needs: the AI call, delivery (its budget and the
+/// slowest call it may leave in flight) and a margin for the Redis steps.
+fn round_time(app: &App) -> std::time::Duration {
+    let config = &app.config;
+    config.ai_timeout + config.delivery_budget + PANCAKE_CALL_TIMEOUT + std::time::Duration::from_secs(2)
+}
+
+/// Gives the lock back and queues the conversation for the background
+/// re-drive (the owed messages stay owed; if the enqueue fails, the sweep
+/// finds them stranded: they have been owed longer than a lock TTL).
+async fn hand_to_redrive(
+    app: &App,
+    conversation: &ConversationId,
+    lease: &Lease,
+    page_id: Option<&str>,
+    assistant: &Assistant,
+) -> Result<(), AppError> {
+    let job = Redrive {
+        conversation_id: conversation.to_string(),
+        page_id: page_id.map(String::from),
+        assistant_id: Some(assistant.id.clone()),
+        reason: "deadline".into(),
+    };
+    let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
+    // Released first: a re-drive that ran before the release would find the
+    // lock held and do nothing.
+    app.store.release(conversation, lease).await?;
+    app.store.enqueue(conversation, jobs::REDRIVE_CONVERSATION, &payload).await
 }
 
 /// The thread context is the conversation's Redis context (2 h). When it holds

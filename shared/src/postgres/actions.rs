@@ -7,8 +7,16 @@ use uuid::Uuid;
 
 use crate::{actions::Action, jobs::DeliverAction};
 
+/// A `retrying` action untouched this long lost its delivery job (every
+/// attempt records a result; a busy wait lasts one delivery window): the
+/// sweep queues it again. Far past any retry schedule, so a live retry is
+/// never doubled (and its send mark would stop it anyway).
+pub const STUCK_RETRYING_SECS: f64 = 3_600.0;
+
 /// Up to `limit` actions still `pending` `older_than_secs` after their
-/// answer, as the delivery jobs that retry them (first attempt).
+/// answer, or `retrying` and untouched for [`STUCK_RETRYING_SECS`], as the
+/// delivery jobs that retry them (the attempt after their last). Their holder may have
+/// died mid-send, so the jobs say so (`holder_may_have_sent`).
 pub async fn undelivered(
     db: &impl GenericClient,
     older_than_secs: f64,
@@ -16,12 +24,14 @@ pub async fn undelivered(
 ) -> Result<Vec<DeliverAction>, tokio_postgres::Error> {
     let rows = db
         .query(
-            "SELECT m.id, m.response_id, m.conversation_id, m.action_type, m.action_data, c.page_id, r.fence
+            "SELECT m.id, m.response_id, m.conversation_id, m.action_type, m.action_data, c.page_id, r.fence,
+                    extract(epoch FROM r.created_at)::float8, m.retry_count
                FROM message_actions m JOIN ai_responses r ON r.id = m.response_id
                LEFT JOIN conversations c ON c.conversation_id = r.conversation_id
-              WHERE m.status = 'pending' AND m.created_at < now() - make_interval(secs => $1)
+              WHERE (m.status = 'pending' AND m.created_at < now() - make_interval(secs => $1))
+                 OR (m.status = 'retrying' AND m.updated_at < now() - make_interval(secs => $3))
               LIMIT $2",
-            &[&older_than_secs, &limit],
+            &[&older_than_secs, &limit, &STUCK_RETRYING_SECS],
         )
         .await?;
     Ok(rows
@@ -38,7 +48,10 @@ pub async fn undelivered(
                     action_type: row.get(3),
                     data: data.as_object().cloned().unwrap_or_default(),
                 },
-                attempt: 1,
+                // Past earlier attempts: the writer keeps the newest attempt's result.
+                attempt: u32::try_from(row.get::<_, i32>(8)).unwrap_or(0) + 1,
+                answered_at: row.get(7),
+                holder_may_have_sent: true,
             }
         })
         .collect())
@@ -51,7 +64,8 @@ pub async fn mark_retrying(db: &impl GenericClient, ids: &[Uuid]) -> Result<(), 
         return Ok(());
     }
     db.execute(
-        "UPDATE message_actions SET status = 'retrying', updated_at = now() WHERE id = ANY($1) AND status = 'pending'",
+        "UPDATE message_actions SET status = 'retrying', updated_at = now()
+          WHERE id = ANY($1) AND status IN ('pending', 'retrying')",
         &[&ids],
     )
     .await

@@ -25,6 +25,8 @@ use switchboard::{
     redis::{KeySpace, RedisConnection, ShardKeys, Timeouts},
 };
 
+pub mod pancake;
+
 pub const TOKEN: &str = "test-pancake-token";
 
 pub fn database_url() -> String {

@@ -45,8 +45,27 @@
 -- fail (a key of the wrong type) must fail before anything is written —
 -- never after the dedupe mark, which would turn the retry into a false
 -- 'duplicate' and lose the message.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {'duplicate'}
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  -- The mark names the call that admitted the message and its answer
+  -- (`<lock token>|<outcome>|…`): a client that re-sends this very call
+  -- after a dropped connection (the cluster client does) gets the same
+  -- answer, not 'duplicate' — which would leave an admitted message
+  -- unanswered by the request that holds its lock.
+  local mine = ARGV[6] .. '|'
+  if string.sub(seen, 1, #mine) ~= mine then
+    return {'duplicate'}
+  end
+  local first = {}
+  for part in string.gmatch(string.sub(seen, #mine + 1), '[^|]+') do table.insert(first, part) end
+  if first[1] ~= 'acquired' then
+    return first
+  end
+  if redis.call('GET', KEYS[5]) ~= ARGV[6] then
+    return {'locked'}
+  end
+  return {'acquired', redis.call('HGET', KEYS[2], 'fence'), redis.call('ZRANGE', KEYS[3], 0, -1),
+    redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES'), first[2]}
 end
 local expected = {[2] = 'hash', [3] = 'zset', [4] = 'zset', [5] = 'string', [6] = 'stream',
   [7] = 'zset', [8] = 'hash', [9] = 'string'}
@@ -63,8 +82,14 @@ local st = redis.call('HMGET', KEYS[2], 'seq', 'last_message_ts', 'paused_until_
 local protected = owed_ids(redis.call('ZRANGE', KEYS[4], 0, -1))
 if ARGV[4] == 'customer' then protected[ARGV[1]] = true end
 
--- Dedupe: from here on, a repeated message_id changes nothing at all.
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[9])
+-- Dedupe: from here on, a repeated message_id changes nothing at all. The
+-- mark is written by `done`, on every way out below, with the answer.
+local function done(reply)
+  local remembered = reply[1] == 'acquired' and {ARGV[6], 'acquired', reply[5]}
+    or {ARGV[6], reply[1], reply[2], reply[3]}
+  redis.call('SET', KEYS[1], table.concat(remembered, '|'), 'EX', ARGV[9])
+  return reply
+end
 -- Whether this conversation was seen before (its history may be in Postgres
 -- even if its Redis context expired): a brand-new one needs no rebuild.
 local known = redis.call('SET', KEYS[9], '1', 'EX', ARGV[21], 'GET') and '1' or '0'
@@ -102,17 +127,17 @@ if ARGV[4] == 'agent' then
   table.insert(fields, 'paused_until_ms'); table.insert(fields, now_ms + tonumber(ARGV[13]) * 1000)
   save_state(tonumber(ARGV[13]))
   persist('bot_paused')
-  return {'bot_paused'}
+  return done({'bot_paused'})
 end
 if ARGV[4] ~= 'customer' then
   save_state(math.ceil((paused_until - now_ms) / 1000))
   persist('stored')
-  return {'stored'}
+  return done({'stored'})
 end
 if paused_until > now_ms then
   save_state(math.ceil((paused_until - now_ms) / 1000))
   persist('bot_paused')
-  return {'bot_paused'}
+  return done({'bot_paused'})
 end
 
 -- Sliding-window counters (the previous window weighted by its remaining
@@ -129,10 +154,25 @@ local function slide(start, count, prev, window)
   return start, count, prev, count + prev * (1 - (now_ms - start) / window)
 end
 local window = tonumber(ARGV[11])
-local function limited(start, scope)
+-- Limited: not answered now, but stored and owed, so the conversation's
+-- next answer covers it, and the sweep answers it once the window reopens
+-- if nothing else arrives (its owed-index score is set so the sweep, which
+-- takes entries older than a lock TTL, sees it then). The sender need not
+-- resend (a resend is a harmless 'duplicate'). A flood is owed only up to
+-- the context size (ARGV[23]): one answer covers a burst anyway, and owed
+-- entries are never trimmed, so an unbounded flood would grow the context.
+local function limited(secs, scope)
+  if redis.call('ZCARD', KEYS[4]) < tonumber(ARGV[23]) then
+    redis.call('ZADD', KEYS[4], seq, ARGV[14])
+    redis.call('EXPIRE', KEYS[4], ARGV[8])
+    redis.call('ZADD', KEYS[7], 'NX', now_ms + secs * 1000 - tonumber(ARGV[7]), ARGV[15])
+  end
   save_state()
   persist('rate_limited')
-  return {'rate_limited', tostring(math.max(1, math.ceil((start + window - now_ms) / 1000))), scope}
+  return done({'rate_limited', tostring(secs), scope})
+end
+local function wait_secs(start)
+  return math.max(1, math.ceil((start + window - now_ms) / 1000))
 end
 
 local max = tonumber(ARGV[10])
@@ -140,16 +180,14 @@ if max > 0 then
   local start, count, prev, estimate = slide(st[4], st[5], st[6], window)
   if estimate >= max then
     for _, v in ipairs({'rl_start_ms', start, 'rl_count', count, 'rl_prev', prev}) do table.insert(fields, v) end
-    return limited(start, 'conversation')
+    return limited(wait_secs(start), 'conversation')
   end
   for _, v in ipairs({'rl_start_ms', start, 'rl_count', count + 1, 'rl_prev', prev}) do table.insert(fields, v) end
 end
 -- A page window checked before this script (several job shards, see
 -- page_rate.lua): ARGV[22] is '' or the seconds until the page frees up.
 if ARGV[22] ~= '' then
-  save_state()
-  persist('rate_limited')
-  return {'rate_limited', ARGV[22], 'page'}
+  return limited(tonumber(ARGV[22]), 'page')
 end
 -- Per page (KEYS[8]; ARGV[20] = its limit, 0 = off or no page): protects the
 -- page's Pancake send quota from one busy page's burst of conversations.
@@ -158,7 +196,7 @@ if page_max > 0 then
   local p = redis.call('HMGET', KEYS[8], 'start', 'count', 'prev')
   local start, count, prev, estimate = slide(p[1], p[2], p[3], window)
   if estimate >= page_max then
-    return limited(start, 'page')
+    return limited(wait_secs(start), 'page')
   end
   redis.call('HSET', KEYS[8], 'start', start, 'count', count + 1, 'prev', prev)
   redis.call('PEXPIRE', KEYS[8], 2 * window)
@@ -174,12 +212,12 @@ if ARGV[18] == 'defer' then
   -- The webhook path: answer from the background consumer, not this request.
   save_state()
   redis.call('XADD', KEYS[6], '*', 'type', 'process_conversation', 'payload', ARGV[19])
-  return {'queued'}
+  return done({'queued'})
 end
 
 if not redis.call('SET', KEYS[5], ARGV[6], 'NX', 'PX', ARGV[7]) then
   save_state()
-  return {'locked'}
+  return done({'locked'})
 end
 -- Fencing numbers must only grow, also after the state hash expired and
 -- across a degraded period in which Postgres handed them out: the clock in
@@ -189,5 +227,5 @@ local fence = math.max((tonumber(st[7]) or 0) + 1, now_ms * 1000)
 for _, v in ipairs({'fence', fence, 'processing', '1', 'lock_since_ms', now_ms}) do table.insert(fields, v) end
 save_state()
 -- %.0f: tostring() would print a large fence in exponent notation.
-return {'acquired', string.format('%.0f', fence), redis.call('ZRANGE', KEYS[3], 0, -1),
-  redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES'), known}
+return done({'acquired', string.format('%.0f', fence), redis.call('ZRANGE', KEYS[3], 0, -1),
+  redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES'), known})

@@ -12,7 +12,8 @@
 --       5 answer timestamp  6 answer job (JSON)  7 pause (1 = transfer_to_agent)
 --       8 pause ttl s  9 context ttl s  10 context max entries  11 lock ttl ms
 --       12 now ms  13 redrive job (JSON)  14 conversation id  15 echo ttl s
---       16 number of echo marks  17 send mark ttl s
+--       16 number of echo marks  17 how long the holder owns the send
+--       marks (ms: `sending:<now + this>`, see send_mark.lua)  18 send mark ttl s
 --
 -- Returns {'lost'}                 the lock expired or was taken: discard the answer
 --       | {'paused'}               a human took over meanwhile: discard, release
@@ -20,6 +21,12 @@
 --       | {'done', newer[]}         answer recorded, lock released; newer[] stay owed
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  -- Run before with this token (a client re-sent the script after a dropped
+  -- connection): the answer was recorded, so say 'done' again — 'lost'
+  -- would make the holder drop an answer that is already owed delivery.
+  if redis.call('HGET', KEYS[2], 'done_token') == ARGV[1] then
+    return {'done', redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[2], '+inf')}
+  end
   return {'lost'}
 end
 -- An agent replied (or the conversation was assigned) during the AI call:
@@ -44,7 +51,7 @@ redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
 trim_context(KEYS[3], owed_ids(newer), tonumber(ARGV[10]), 0)
 -- No EXPIRE on the context here: admit refreshed it moments ago (2 h TTL).
 local now_ms = tonumber(ARGV[12])
-local fields = {'processing', '0', 'answered_seq', ARGV[2], 'last_answer_ms', now_ms}
+local fields = {'processing', '0', 'answered_seq', ARGV[2], 'last_answer_ms', now_ms, 'done_token', ARGV[1]}
 if ARGV[7] == '1' then
   table.insert(fields, 'paused_until_ms'); table.insert(fields, now_ms + tonumber(ARGV[8]) * 1000)
 end
@@ -58,8 +65,9 @@ for i = 7, 6 + echoes do
   redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ARGV[15])
 end
+local owned_until = string.format('%.0f', now_ms + tonumber(ARGV[17]))
 for i = 7 + echoes, #KEYS do
-  redis.call('SET', KEYS[i], 'sending', 'EX', ARGV[17])
+  redis.call('SET', KEYS[i], 'sending:' .. owned_until, 'EX', ARGV[18])
 end
 redis.call('XADD', KEYS[5], '*', 'type', 'persist_answer', 'payload', ARGV[6])
 if #newer > 0 then

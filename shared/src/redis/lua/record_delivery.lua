@@ -7,7 +7,9 @@
 -- KEYS: 1 this recording's guard  2 the shard's jobs stream
 --       3 .. 2+n_marks: action send marks   then n_sent: `sent:<pancake id>`
 -- ARGV: 1 guard ttl s  2 n_marks  3 n_sent  4 sent mark ttl s  5 dedupe ttl s
---       6 .. 5+n_marks: '1' delivered (mark `sent`) | '0' release the mark
+--       6 .. 5+n_marks: '1' delivered (mark `sent`) | '0' definitely not
+--           delivered (mark `free`: the next attempt sends) | 'u' outcome
+--           unknown (mark `unknown`: the next attempt looks first)
 --       then (type, payload) pairs: the jobs to append
 -- Returns 1 when recorded now, 0 when this token was recorded before.
 
@@ -16,11 +18,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local n_marks, n_sent = tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, n_marks do
-  if ARGV[5 + i] == '1' then
-    redis.call('SET', KEYS[2 + i], 'sent', 'EX', ARGV[4])
-  else
-    redis.call('DEL', KEYS[2 + i])
-  end
+  local state = ({['1'] = 'sent', ['0'] = 'free', ['u'] = 'unknown'})[ARGV[5 + i]]
+  redis.call('SET', KEYS[2 + i], state, 'EX', ARGV[4])
 end
 for i = 1, n_sent do
   redis.call('SET', KEYS[2 + n_marks + i], '1', 'EX', ARGV[5])

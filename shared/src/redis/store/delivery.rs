@@ -2,13 +2,13 @@
 //! twice, echo recognition of what the bot sent, delivery results and
 //! retries recorded in one round trip, owed entries an answer covered.
 
-use super::{ConversationStore, ECHO_TTL_SECS, SENDING_TTL_SECS, SENT_TTL_SECS, SendMark};
+use super::{ConversationStore, ECHO_TTL_SECS, MarkAfter, SENT_TTL_SECS, SendMark};
 
 /// How long a recording's guard outlives it: far longer than its retries
 /// (half a second apart).
 const RECORDED_TTL_SECS: u64 = 60;
 use crate::redis::scripts;
-use crate::{domain::ConversationId, error::AppError};
+use crate::{clock::millis, clock::now_ms, domain::ConversationId, error::AppError};
 
 impl ConversationStore {
     /// Whether a page-sent message is the echo of one this backend sent.
@@ -40,7 +40,7 @@ impl ConversationStore {
         token: &str,
         sent_ids: &[String],
         jobs: &[(&str, &str)],
-        marks: &[(uuid::Uuid, bool)],
+        marks: &[(uuid::Uuid, MarkAfter)],
     ) -> Result<(), AppError> {
         let keys = self.keys.conversation(conversation);
         let mut invocation = scripts::RECORD_DELIVERY.prepare_invoke();
@@ -57,8 +57,12 @@ impl ConversationStore {
             .arg(sent_ids.len())
             .arg(SENT_TTL_SECS)
             .arg(self.dedupe_ttl.as_secs().max(1));
-        for (_, delivered) in marks {
-            invocation.arg(if *delivered { "1" } else { "0" });
+        for (_, after) in marks {
+            invocation.arg(match after {
+                MarkAfter::Sent => "1",
+                MarkAfter::Free => "0",
+                MarkAfter::Unknown => "u",
+            });
         }
         for (kind, payload) in jobs {
             invocation.arg(*kind).arg(*payload);
@@ -86,23 +90,32 @@ impl ConversationStore {
     /// Takes an action's delivery mark (consumer retries and sweeps); with
     /// `echo_text`, the text about to be sent, its echo mark is raised in the
     /// same step so the webhook echo of this send is never taken for a human.
+    /// `unknown_if_absent`: the job comes from the sweep of an answer whose
+    /// holder may have died mid-send (in degraded mode no mark was set), so
+    /// no mark means "unknown", not "go".
     pub async fn send_mark(
         &self,
         conversation: &ConversationId,
         action_id: &uuid::Uuid,
         echo_text: Option<&str>,
+        unknown_if_absent: bool,
     ) -> Result<SendMark, AppError> {
         let keys = self.keys.conversation(conversation);
         let mut invocation = scripts::SEND_MARK.prepare_invoke();
-        invocation.key(keys.send_mark(action_id)).arg(SENDING_TTL_SECS);
+        invocation
+            .key(keys.send_mark(action_id))
+            .arg(now_ms())
+            .arg(millis(self.mark_window))
+            .arg(SENT_TTL_SECS)
+            .arg(if unknown_if_absent { "1" } else { "0" });
         if let Some(text) = echo_text {
-            // As long as a mark can make a delivery wait, plus the echo's own window.
-            invocation.key(keys.echo(text)).arg(SENDING_TTL_SECS + ECHO_TTL_SECS);
+            invocation.key(keys.echo(text)).arg(ECHO_TTL_SECS);
         }
         let mark: String = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(match mark.as_str() {
             "sent" => SendMark::AlreadySent,
             "busy" => SendMark::Busy,
+            "unknown" => SendMark::Unknown,
             _ => SendMark::Go,
         })
     }

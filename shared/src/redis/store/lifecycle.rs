@@ -8,7 +8,7 @@ use redis::Value;
 use super::admit_args::{AdmitArgs, admit_keys};
 use super::{
     Admission, AdmitMode, AnswerRecord, Claim, Completion, ConversationStore, ECHO_TTL_SECS, KNOWN_TTL_SECS, Lease,
-    SENDING_TTL_SECS,
+    SENT_TTL_SECS,
     reply::{array, parse_json, protocol, snapshot, string, to_json},
 };
 use crate::redis::{keys::ConversationKeys, scripts};
@@ -26,6 +26,21 @@ impl ConversationStore {
         message: &IncomingMessage,
         persist_job: &str,
         mode: AdmitMode<'_>,
+    ) -> Result<Admission, AppError> {
+        self.admit_as(message, persist_job, mode, &uuid::Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// [`Self::admit`] as the call named `token` (its lock token): the same
+    /// call run twice — as a client re-sends a script after a dropped
+    /// connection — answers the same both times (see `admit.lua`). Public
+    /// for the tests that re-send a call.
+    #[doc(hidden)]
+    pub async fn admit_as(
+        &self,
+        message: &IncomingMessage,
+        persist_job: &str,
+        mode: AdmitMode<'_>,
+        token: &str,
     ) -> Result<Admission, AppError> {
         let keys = self.keys.conversation(&message.conversation_id);
         let entry = ContextEntry {
@@ -59,7 +74,6 @@ impl ConversationStore {
             }
             _ => String::new(),
         };
-        let token = uuid::Uuid::new_v4().simple().to_string();
         let (page_id, assistant_id) = (message.page_id(), message.assistant_id());
         let (entry, owed) = (to_json(&entry), to_json(&owed));
         let args = AdmitArgs {
@@ -68,7 +82,7 @@ impl ConversationStore {
             context_entry: &entry,
             sender_kind: kind,
             persist_job,
-            lock_token: &token,
+            lock_token: token,
             lock_ttl_ms: millis(self.lock_ttl),
             context_ttl_secs: self.context_ttl.as_secs().max(1),
             dedupe_ttl_secs: self.dedupe_ttl.as_secs().max(1),
@@ -121,7 +135,7 @@ impl ConversationStore {
                 let fence = string(parts.next())?.parse().map_err(|_| protocol("fence"))?;
                 let mut snapshot = snapshot(parts.next(), parts.next())?;
                 snapshot.returning = string(parts.next())? == "1";
-                Admission::Acquired { lease: Lease { token, fence }, snapshot }
+                Admission::Acquired { lease: Lease { token: token.to_owned(), fence }, snapshot }
             }
             other => return Err(protocol(other)),
         })
@@ -180,7 +194,8 @@ impl ConversationStore {
             .arg(conversation.as_str())
             .arg(ECHO_TTL_SECS)
             .arg(answer.echo_texts.len())
-            .arg(SENDING_TTL_SECS)
+            .arg(millis(self.mark_window))
+            .arg(SENT_TTL_SECS)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut parts = array(reply)?.into_iter();
@@ -213,15 +228,21 @@ impl ConversationStore {
 
     /// Takes the lock of a conversation to answer its owed messages.
     pub async fn claim(&self, conversation: &ConversationId) -> Result<Claim, AppError> {
+        self.claim_as(conversation, &uuid::Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// [`Self::claim`] as the call named `token`; run twice, it answers the
+    /// same (see `claim.lua`). Public for the tests that re-send a call.
+    #[doc(hidden)]
+    pub async fn claim_as(&self, conversation: &ConversationId, token: &str) -> Result<Claim, AppError> {
         let keys = self.keys.conversation(conversation);
-        let token = uuid::Uuid::new_v4().simple().to_string();
         let reply: Value = scripts::CLAIM
             .key(keys.state())
             .key(keys.context())
             .key(keys.owed())
             .key(keys.lock())
             .key(keys.shard().owed_index())
-            .arg(&token)
+            .arg(token)
             .arg(millis(self.lock_ttl))
             .arg(now_ms())
             .arg(conversation.as_str())
@@ -237,7 +258,7 @@ impl ConversationStore {
                 let snapshot = snapshot(parts.next(), parts.next())?;
                 let page_id = Some(string(parts.next())?).filter(|s| !s.is_empty());
                 let assistant_id = Some(string(parts.next())?).filter(|s| !s.is_empty());
-                Claim::Acquired { lease: Lease { token, fence }, snapshot, page_id, assistant_id }
+                Claim::Acquired { lease: Lease { token: token.to_owned(), fence }, snapshot, page_id, assistant_id }
             }
             other => return Err(protocol(other)),
         })

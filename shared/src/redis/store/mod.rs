@@ -103,7 +103,7 @@ pub struct AnswerRecord<'a> {
     pub pause_bot: bool,
     /// Texts about to be sent to Pancake (their webhook echoes are ignored).
     pub echo_texts: &'a [String],
-    /// Actions about to be delivered to Pancake, marked `sending`.
+    /// Actions with an outside effect about to be delivered, marked `sending`.
     pub send_marks: &'a [uuid::Uuid],
 }
 
@@ -111,13 +111,28 @@ pub struct AnswerRecord<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendMark {
     AlreadySent,
+    /// Another delivery owns the mark: wait (never counted as a failure).
     Busy,
+    /// The mark is ours and nothing was attempted, or the last attempt
+    /// failed for certain: deliver.
     Go,
+    /// The mark is ours, but an earlier attempt may have landed (its owner
+    /// died, or it timed out): look before sending, never send blindly.
+    Unknown,
 }
 
-/// How long a `sending` mark holds: a delivery that died mid-send is retried after it.
-pub(super) const SENDING_TTL_SECS: u64 = 300;
-/// How long a `sent` mark is kept.
+/// What a delivery left on an action's send mark (see `record_delivery.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkAfter {
+    /// Delivered: never again.
+    Sent,
+    /// Definitely not delivered (a definite failure, or never started).
+    Free,
+    /// Outcome unknown: the next attempt looks before it sends.
+    Unknown,
+}
+
+/// How long a send mark (and what it says) is kept.
 pub(super) const SENT_TTL_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Clone)]
@@ -137,6 +152,8 @@ pub struct ConversationStore {
     rate_max: u32,
     page_rate_max: u32,
     rate_window: Duration,
+    /// How long a delivery owns a send mark (`Config::delivery_window`).
+    mark_window: Duration,
 }
 
 impl std::fmt::Debug for ConversationStore {
@@ -169,6 +186,7 @@ impl ConversationStore {
             rate_max: config.rate_limit_conversation_max,
             page_rate_max: config.rate_limit_page_max,
             rate_window: config.rate_limit_window,
+            mark_window: config.delivery_window(),
         })
     }
 
@@ -194,5 +212,8 @@ pub(super) const DEGRADED_MEMORY: usize = 100_000;
 /// How long a conversation counts as known after its last message.
 pub(super) const KNOWN_TTL_SECS: u64 = 30 * 24 * 3600;
 
-/// How long the echo of a sent text is recognised by its digest alone.
-pub(super) const ECHO_TTL_SECS: u64 = 120;
+/// How long the echo of a sent text is recognised by its digest alone:
+/// longer than a delivery can still be retried (the sweep after
+/// `UNDELIVERED_AFTER_SECONDS`, busy waits, `CONSUMER_MAX_DELIVERIES`
+/// attempts), so a retried send's late echo never passes for a human.
+pub(super) const ECHO_TTL_SECS: u64 = 3600;
