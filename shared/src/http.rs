@@ -88,7 +88,13 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
                 (["assistants", id], &Method::GET) => admin::assistants::get(app, id).await,
                 (["assistants", id], &Method::PUT) => admin::assistants::put(app, id, request).await,
                 (["assistants", id], &Method::DELETE) => admin::assistants::delete(app, id).await,
-                (["health" | "stats" | "conversations" | "system" | "assistants", ..], _) => Err(known_path(rest)),
+                (["dead-letters"], &Method::GET) => admin::dead_letters::list(app, request).await,
+                (["dead-letters", id, "replay"], &Method::POST) => admin::dead_letters::replay(app, id).await,
+                (["actions"], &Method::GET) => admin::actions::list(app, request).await,
+                (
+                    ["health" | "stats" | "conversations" | "system" | "assistants" | "dead-letters" | "actions", ..],
+                    _,
+                ) => Err(known_path(rest)),
                 _ => Err(AppError::NotFound),
             }
         }
@@ -119,7 +125,10 @@ fn known_path(rest: &[&str]) -> AppError {
         | ["conversations"]
         | ["conversations", _, "cancel" | "resume"]
         | ["system", "cleanup"]
-        | ["assistants", _] => AppError::MethodNotAllowed,
+        | ["assistants", _]
+        | ["dead-letters"]
+        | ["dead-letters", _, "replay"]
+        | ["actions"] => AppError::MethodNotAllowed,
         _ => AppError::NotFound,
     }
 }

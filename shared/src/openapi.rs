@@ -21,6 +21,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/assistants/{id}"),
     ("PUT", "/api/v1/admin/assistants/{id}"),
     ("DELETE", "/api/v1/admin/assistants/{id}"),
+    ("GET", "/api/v1/admin/dead-letters"),
+    ("POST", "/api/v1/admin/dead-letters/{id}/replay"),
+    ("GET", "/api/v1/admin/actions"),
     ("GET", "/api/cache/health"),
     ("GET", "/api/cache/metrics"),
     ("POST", "/api/cache/metrics"),
@@ -102,6 +105,33 @@ fn operation(method: &str, path: &str) -> Value {
             ("Force-release a conversation and answer what is owed", None, vec![])
         }
         ("POST", "/api/v1/admin/conversations/{id}/resume") => ("Turn the bot back on", None, vec![]),
+        ("GET", "/api/v1/admin/dead-letters") => (
+            "Dead letters recorded in Postgres, newest first, paged by id",
+            None,
+            vec![
+                json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}),
+                json!({"name": "before", "in": "query", "description": "the previous page's next_before: only letters with a smaller id",
+                       "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}}),
+            ],
+        ),
+        ("POST", "/api/v1/admin/dead-letters/{id}/replay") => {
+            op["responses"]["404"] = error_response("no such dead letter");
+            op["responses"]["409"] = error_response(
+                "already replayed, or not replayable (unknown job type, missing or unparseable payload)",
+            );
+            ("Re-enqueue a dead letter's job onto its conversation's jobs stream", None, vec![])
+        }
+        ("GET", "/api/v1/admin/actions") => (
+            "Actions by status (unknown outcome, failed, pending, retrying), most recently changed first",
+            None,
+            vec![
+                json!({"name": "status", "in": "query", "required": true,
+                       "schema": {"type": "string", "enum": crate::admin::actions::LISTED_STATUSES}}),
+                json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}),
+                json!({"name": "before", "in": "query", "description": "the previous page's next_before (opaque)",
+                       "schema": {"type": "string", "pattern": "^[0-9]{1,18}_[0-9a-fA-F-]{32,36}$"}}),
+            ],
+        ),
         ("GET", "/api/cache/health") => ("Cache health", None, vec![]),
         ("GET", "/api/cache/metrics") => ("Cache hit rates and latency", None, vec![]),
         ("POST", "/api/cache/metrics") => (
@@ -133,7 +163,10 @@ fn operation(method: &str, path: &str) -> Value {
     };
     op["summary"] = json!(summary);
     let mut parameters = extra;
-    if path.contains("{id}") {
+    if path.starts_with("/api/v1/admin/dead-letters/{id}") {
+        // A dead letter's id is the table's bigserial.
+        parameters.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}}));
+    } else if path.contains("{id}") {
         parameters.push(json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}));
     }
     if !parameters.is_empty() {

@@ -304,6 +304,53 @@ async fn cleanup_removes_only_redis_state_older_than_the_cutoff() {
 }
 
 #[tokio::test]
+async fn a_message_admitted_right_after_cleanup_removed_its_conversation_keeps_its_owed_index_entry() {
+    let env = env(&[]).await;
+    // Answered: nothing owed, no lock, so cleanup may remove it.
+    env.post(&message("idle", "m1", "xin chào", 1.0)).await;
+    let keys = env.keys().conversation(&common::cid("idle"));
+    let late =
+        IncomingMessage::parse(message("idle", "m2", "còn đó không?", 2.0).to_string().as_bytes(), 65536).unwrap();
+    let store = env.app.store.clone();
+    // The admit lands exactly after the removal returned: where the index
+    // entry used to be removed by a command of its own, taking this
+    // message's entry (added by admit's ZADD NX) with it.
+    let (_, removed, _) = store
+        .cleanup_observed(switchboard::clock::now_ms() + 60_000, |c| {
+            let (store, late) = (&store, &late);
+            async move {
+                assert_eq!(c.as_str(), "idle");
+                store.admit(late, "{}", AdmitMode::Sync).await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let mut conn = env.redis().await;
+    let owed: u64 = conn.zcard(keys.owed()).await.unwrap();
+    assert_eq!(owed, 1, "m2 is owed");
+    let indexed: Option<f64> = conn.zscore(keys.shard().owed_index(), "idle").await.unwrap();
+    assert!(indexed.is_some(), "a conversation with an owed message is in the owed index, where the sweep looks");
+    assert_eq!(env.app.store.owed_conversations(u64::MAX, 10).await.unwrap(), ["idle"]);
+}
+
+#[tokio::test]
+async fn cleanup_finds_the_conversations_of_a_key_prefix_holding_glob_metacharacters() {
+    let prefix = format!("test:{}:[x]*?\\:", uuid::Uuid::new_v4().simple());
+    let env = env(&[("REDIS_KEY_PREFIX", &prefix)]).await;
+    env.post(&message("old", "m1", "xin chào", 1.0)).await;
+    let mut conn = env.redis().await;
+    let state = env.keys().conversation(&common::cid("old")).state();
+    assert!(state.starts_with(&prefix));
+    let _: () = conn.hset(&state, "updated_ms", 1_000).await.unwrap();
+    let (code, body) = admin(&env.app, Method::POST, "/api/v1/admin/system/cleanup?max_age_hours=1", None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["conversations_removed"], 1, "{body}");
+    let exists: bool = conn.exists(&state).await.unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test]
 async fn every_admin_and_cache_route_refuses_a_missing_or_wrong_token() {
     let env = env(&[]).await;
     for (method, path) in switchboard::openapi::ROUTES {

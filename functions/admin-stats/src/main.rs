@@ -1,4 +1,5 @@
-//! Lambda `admin-stats`: `GET /api/v1/admin/stats` and `GET /api/v1/admin/conversations`.
+//! Lambda `admin-stats`: `GET /api/v1/admin/stats`, `GET /api/v1/admin/conversations`,
+//! `GET /api/v1/admin/dead-letters` and `GET /api/v1/admin/actions`.
 //! Wiring only: [`switchboard::lambda::run_http`] reads the configuration,
 //! builds the clients once and runs the shared router.
 

@@ -1,11 +1,14 @@
 //! The operator APIs (seed 001's admin endpoints, seed 004's cache
-//! endpoints): health, statistics, conversation control, assistants and the
-//! cache. Every route requires `Authorization: Bearer $ADMIN_ACCESS_TOKEN`
-//! (constant-time); with no admin token configured every call is refused.
+//! endpoints): health, statistics, conversation control, assistants, the
+//! cache, dead letters (listed and replayed) and actions by status. Every
+//! route requires `Authorization: Bearer $ADMIN_ACCESS_TOKEN` (constant-time);
+//! with no admin token configured every call is refused.
 
+pub mod actions;
 pub mod assistants;
 pub mod cache_api;
 pub mod control;
+pub mod dead_letters;
 pub mod health;
 pub mod stats;
 
@@ -46,4 +49,16 @@ pub(crate) fn query_param(request: &Request<Bytes>, name: &str) -> Option<String
     let query = request.uri().query()?;
     let url = reqwest::Url::parse(&format!("http://localhost/?{query}")).ok()?;
     url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The `limit` of a paged listing: 1 to 500, 50 when absent.
+pub(crate) fn page_limit(request: &Request<Bytes>) -> Result<i64, AppError> {
+    match query_param(request, "limit") {
+        None => Ok(50),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| AppError::invalid("limit", "must be 1 to 500")),
+    }
 }

@@ -25,21 +25,40 @@ impl Job {
         let field = |name: &str| -> Option<String> { entry.get::<String>(name) };
         let kind = field("type").ok_or("the entry has no type field")?;
         let payload = field("payload").ok_or("the entry has no payload field")?;
+        Self::from_fields(&kind, &payload, field("outcome"))
+    }
+
+    /// A job from its `type`, `payload` and admit `outcome` fields: the one
+    /// list of job types the consumer runs (an operator's replay is checked
+    /// against it too).
+    pub(super) fn from_fields(kind: &str, payload: &str, outcome: Option<String>) -> Result<Self, String> {
         fn de<T: serde::de::DeserializeOwned>(payload: &str) -> Result<T, String> {
             serde_json::from_str(payload).map_err(|e| format!("unparseable payload: {e}"))
         }
-        Ok(match kind.as_str() {
+        Ok(match kind {
             jobs::PERSIST_MESSAGE => Job::Message(MessageRow {
-                job: de::<PersistMessage>(&payload)?,
-                outcome: field("outcome").unwrap_or_else(|| "admitted".into()),
+                job: de::<PersistMessage>(payload)?,
+                outcome: outcome.unwrap_or_else(|| "admitted".into()),
             }),
-            jobs::PERSIST_ANSWER => Job::Answer(Box::new(de(&payload)?)),
-            jobs::ACTION_RESULTS => Job::Results(de(&payload)?),
-            jobs::UPDATE_CONVERSATION => Job::Update(de(&payload)?),
-            jobs::REDRIVE_CONVERSATION | jobs::PROCESS_CONVERSATION => Job::Process(de(&payload)?),
-            jobs::DELIVER_ACTION => Job::Deliver(Box::new(de(&payload)?)),
+            jobs::PERSIST_ANSWER => Job::Answer(Box::new(de(payload)?)),
+            jobs::ACTION_RESULTS => Job::Results(de(payload)?),
+            jobs::UPDATE_CONVERSATION => Job::Update(de(payload)?),
+            jobs::REDRIVE_CONVERSATION | jobs::PROCESS_CONVERSATION => Job::Process(de(payload)?),
+            jobs::DELIVER_ACTION => Job::Deliver(Box::new(de(payload)?)),
             other => return Err(format!("unknown job type {other:?}")),
         })
+    }
+
+    /// The conversation the job belongs to (every payload names one).
+    pub(super) fn conversation_id(&self) -> &str {
+        match self {
+            Job::Message(m) => &m.job.conversation_id,
+            Job::Answer(a) => &a.conversation_id,
+            Job::Results(r) => &r.conversation_id,
+            Job::Update(u) => &u.conversation_id,
+            Job::Process(p) => &p.conversation_id,
+            Job::Deliver(d) => &d.conversation_id,
+        }
     }
 
     pub(super) fn into_batch(self, batch: &mut Batch) -> Option<Job> {

@@ -53,6 +53,13 @@ use crate::{
     redis::{RedisConnection, ShardKeys, Timeouts},
 };
 
+/// Whether the consumer can run a job of type `kind` with this `payload`
+/// (a dead letter an operator wants to replay): the conversation it belongs
+/// to, or why not (an unknown type, a payload that does not parse as it).
+pub fn replayable(kind: &str, payload: &str) -> Result<String, String> {
+    job::Job::from_fields(kind, payload, None).map(|job| job.conversation_id().to_owned())
+}
+
 /// The idle sleep between passes over several shards: from this…
 const MIN_IDLE: Duration = Duration::from_millis(5);
 /// …doubling up to this (or `CONSUMER_BLOCK_MS`, if lower).

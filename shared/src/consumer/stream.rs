@@ -86,6 +86,8 @@ impl Consumer {
             stream_id: entry.id.clone(),
             job_type: field("type"),
             payload: field("payload"),
+            // A replay puts a message back with the outcome its admit gave it.
+            outcome: field("outcome"),
             error: error.to_owned(),
             deliveries: i32::try_from(deliveries).unwrap_or(i32::MAX),
         };

@@ -1,9 +1,10 @@
 //! The operators' reads and writes: the figures of `GET /admin/stats`, the
-//! conversation listing (keyset-paginated), the health probe's count, and
-//! an operator's resume.
+//! conversation and action listings (keyset-paginated), the health probe's
+//! count, and an operator's resume.
 
 use serde_json::{Map, Value, json};
 use tokio_postgres::GenericClient;
+use uuid::Uuid;
 
 /// The Postgres half of the stats.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,4 +129,67 @@ pub async fn resume(db: &impl GenericClient, conversation: &str) -> Result<bool,
         )
         .await?;
     Ok(updated == 1)
+}
+
+/// One action as the operators' listing shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRow {
+    pub id: Uuid,
+    pub response_id: Uuid,
+    pub conversation_id: String,
+    pub action_type: String,
+    pub data: Value,
+    pub status: String,
+    pub retry_count: i32,
+    pub last_error: Option<String>,
+    pub pancake_message_id: Option<String>,
+    /// Epoch seconds.
+    pub created_at: f64,
+    /// Epoch seconds.
+    pub updated_at: f64,
+    /// `updated_at` in whole microseconds since the epoch: the exact keyset
+    /// position (a float of seconds would not round-trip).
+    pub updated_micros: i64,
+}
+
+/// Up to `limit` actions with `status`, most recently changed first,
+/// strictly after the keyset position `(updated µs, id)` in that order.
+pub async fn actions_page(
+    db: &impl GenericClient,
+    status: &str,
+    before: Option<(i64, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ActionRow>, tokio_postgres::Error> {
+    let (micros, id) = before.map_or((None, None), |(m, id)| (Some(m), Some(id)));
+    let rows = db
+        .query(
+            "SELECT id, response_id, conversation_id, action_type, action_data, status, retry_count, last_error,
+                    pancake_message_id, extract(epoch FROM created_at)::float8,
+                    extract(epoch FROM updated_at)::float8, round(extract(epoch FROM updated_at) * 1000000)::int8
+               FROM message_actions
+              WHERE status = $1
+                AND ($2::int8 IS NULL
+                     OR (updated_at, id) < (timestamptz 'epoch' + $2::int8 * interval '1 microsecond', $3::uuid))
+              ORDER BY updated_at DESC, id DESC
+              LIMIT $4",
+            &[&status, &micros, &id, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ActionRow {
+            id: r.get(0),
+            response_id: r.get(1),
+            conversation_id: r.get(2),
+            action_type: r.get(3),
+            data: r.get(4),
+            status: r.get(5),
+            retry_count: r.get(6),
+            last_error: r.get(7),
+            pancake_message_id: r.get(8),
+            created_at: r.get(9),
+            updated_at: r.get(10),
+            updated_micros: r.get(11),
+        })
+        .collect())
 }

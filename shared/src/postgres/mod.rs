@@ -6,8 +6,10 @@
 //! - [`history`]: context rebuilt from stored messages and answers;
 //! - [`degraded`]: the statements of degraded mode (Redis unreachable);
 //! - [`actions`]: undelivered actions for the consumer's sweep;
-//! - [`dead_letters`]: the record of entries the consumer gave up on;
-//! - [`admin`]: the operators' reads and writes of conversations and figures;
+//! - [`dead_letters`]: the record of entries the consumer gave up on, listed
+//!   and replayed by operators;
+//! - [`admin`]: the operators' reads and writes of conversations, actions and
+//!   figures;
 //! - [`assistants`]: lookups through the cache ([`AssistantDirectory`]) and
 //!   the operators' reads and writes of the table (`assistants::rows`).
 //!

@@ -43,6 +43,21 @@ pub fn id_of_key_part(part: &str) -> Option<String> {
     percent_encoding::percent_decode_str(part).decode_utf8().ok().map(Cow::into_owned)
 }
 
+/// `text` as a `SCAN MATCH` pattern that matches only itself: Redis' glob
+/// metacharacters (`*`, `?`, `[`, `]`, `\`) backslash-escaped. The key prefix is the
+/// deployment's own and may hold any of them; unescaped, `t[1]:` would
+/// match `t1:` and never the prefix's own keys.
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The key prefix of one deployment (or one test) and its job shards.
 #[derive(Debug, Clone)]
 pub struct KeySpace {
@@ -248,6 +263,12 @@ mod tests {
             assert!(![other.state(), other.context(), other.lock(), other.owed(), other.known()].contains(&seen));
         }
         assert_eq!(space.conversation(&ConversationId::parse("plain_id").unwrap()).state(), "conv:{s0}:plain_id:state");
+    }
+
+    #[test]
+    fn a_glob_escaped_prefix_has_no_metacharacter_left_bare() {
+        assert_eq!(glob_escape("plain:"), "plain:");
+        assert_eq!(glob_escape(r"t[1]*?\x:"), r"t\[1\]\*\?\\x:");
     }
 
     proptest::proptest! {

@@ -16,5 +16,5 @@ mod store;
 
 pub use breaker::{Breaker, BreakerConnection, BreakerState};
 pub use connection::{RedisConnection, Timeouts};
-pub use keys::{ConversationKeys, KeySpace, ShardKeys, key_part};
+pub use keys::{ConversationKeys, KeySpace, ShardKeys, glob_escape, key_part};
 pub use store::{Admission, AdmitMode, AnswerRecord, Claim, Completion, ConversationStore, Lease, MarkAfter, SendMark};

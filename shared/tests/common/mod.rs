@@ -118,6 +118,8 @@ impl TestEnv {
         for (k, v) in vars {
             env.insert(k.to_string(), v.to_string());
         }
+        // A test may bring its own (unique) prefix; its keys are removed all the same.
+        let prefix = env["REDIS_KEY_PREFIX"].clone();
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config");
         let app = match ai {
             Some(ai) => App::with_ai(config, ai, http_client().unwrap()).unwrap(),
@@ -274,9 +276,10 @@ impl Drop for TestEnv {
     }
 }
 
-/// Every key under `prefix` (on every primary of a cluster).
+/// Every key under `prefix` (on every primary of a cluster), the prefix
+/// matched literally.
 pub async fn scan_keys(conn: &mut RedisConnection, prefix: &str) -> Vec<String> {
-    conn.scan_keys(&format!("{prefix}*")).await.unwrap_or_default()
+    conn.scan_keys(&format!("{}*", switchboard::redis::glob_escape(prefix))).await.unwrap_or_default()
 }
 
 /// One request a stub server received.

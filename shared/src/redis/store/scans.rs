@@ -5,7 +5,10 @@
 use redis::AsyncCommands;
 
 use super::ConversationStore;
-use crate::redis::{keys::id_of_key_part, scripts};
+use crate::redis::{
+    keys::{glob_escape, id_of_key_part},
+    scripts,
+};
 use crate::{clock::now_ms, domain::ConversationId, error::AppError};
 
 impl ConversationStore {
@@ -83,11 +86,26 @@ impl ConversationStore {
     }
 
     /// Drops the Redis state of conversations idle since before `cutoff_ms`
-    /// that nobody needs (no lock, nothing owed, no pause in force); admin
-    /// cleanup, Postgres is never touched. Returns (state keys scanned,
-    /// conversations removed, keys removed).
+    /// that nobody needs (no lock, nothing owed, no pause in force), with
+    /// their owed-index entries; admin cleanup, Postgres is never touched.
+    /// Returns (state keys scanned, conversations removed, keys removed).
     pub async fn cleanup(&self, cutoff_ms: u64) -> Result<(u64, u64, u64), AppError> {
-        let pattern = format!("{}conv:{{s*}}:*:state", self.keys.prefix());
+        self.cleanup_observed(cutoff_ms, |_| std::future::ready(())).await
+    }
+
+    /// [`Self::cleanup`], calling `after_each` with every removed
+    /// conversation as soon as its removal returned. The seam a test uses to
+    /// admit a message exactly there: where the owed-index entry used to be
+    /// removed by a command of its own, which then took the new message's
+    /// entry with it.
+    #[doc(hidden)]
+    pub async fn cleanup_observed<F, Fut>(&self, cutoff_ms: u64, mut after_each: F) -> Result<(u64, u64, u64), AppError>
+    where
+        F: FnMut(ConversationId) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        // The prefix is matched literally: it may hold glob metacharacters.
+        let pattern = format!("{}conv:{{s*}}:*:state", glob_escape(self.keys.prefix()));
         let mut conn = self.conn.clone();
         // Every primary of a cluster is scanned (a plain SCAN sees one node).
         let states: Vec<String> = self.conn.inner().scan_keys(&pattern).await?;
@@ -106,19 +124,22 @@ impl ConversationStore {
             if keys.state() != *state {
                 continue; // a key that only looks like a state key
             }
+            // One script, owed-index entry included: see `cleanup.lua`.
             let deleted: u64 = scripts::CLEANUP
                 .key(keys.state())
                 .key(keys.lock())
                 .key(keys.context())
                 .key(keys.owed())
+                .key(keys.shard().owed_index())
                 .arg(cutoff_ms)
                 .arg(now)
+                .arg(conversation.as_str())
                 .invoke_async(&mut conn)
                 .await?;
             if deleted > 0 {
                 removed += 1;
                 keys_removed += deleted;
-                let _: () = conn.zrem(keys.shard().owed_index(), conversation.as_str()).await?;
+                after_each(conversation).await;
             }
         }
         Ok((states.len() as u64, removed, keys_removed))

@@ -1,5 +1,6 @@
 //! The job streams outside the scripts: one job appended to its
-//! conversation's shard, and the depth, pending and dead-letter totals.
+//! conversation's shard (a replayed dead letter too), and the depth, pending
+//! and dead-letter totals.
 
 use redis::AsyncCommands;
 
@@ -13,6 +14,24 @@ impl ConversationStore {
         let jobs = self.keys.conversation(conversation).shard().jobs();
         let _: String = self.conn.clone().xadd(jobs, "*", &[("type", kind), ("payload", payload)]).await?;
         Ok(())
+    }
+
+    /// Appends a replayed dead letter's job to its conversation's shard:
+    /// the same type and payload, and the admit outcome of a message. Returns
+    /// the new entry's id.
+    pub async fn enqueue_replay(
+        &self,
+        conversation: &ConversationId,
+        kind: &str,
+        payload: &str,
+        outcome: Option<&str>,
+    ) -> Result<String, AppError> {
+        let jobs = self.keys.conversation(conversation).shard().jobs();
+        let mut fields = vec![("type", kind), ("payload", payload)];
+        if let Some(outcome) = outcome {
+            fields.push(("outcome", outcome));
+        }
+        Ok(self.conn.clone().xadd(jobs, "*", &fields).await?)
     }
 
     /// The job streams summed over every shard: (entries, pending in
