@@ -35,6 +35,8 @@ pub struct PersistMessage {
     pub timestamp: f64,
     pub metadata: Map<String, Value>,
     pub page_id: Option<String>,
+    /// When this server took the message (epoch seconds): an agent's message
+    /// pauses the bot from then, in Redis (admit) and in Postgres (writer).
     pub received_at: f64,
 }
 
@@ -95,8 +97,13 @@ pub struct PersistAnswer {
     pub ai_response: AiResponseView,
     pub actions: Vec<ActionJob>,
     pub rejected_actions: Vec<RejectedAction>,
-    /// The bot was paused by a `transfer_to_agent` in this answer.
+    /// The bot was paused by a `transfer_to_agent` in this answer (until
+    /// `created_at` plus the pause TTL).
     pub bot_paused: bool,
+    /// The answer's time (epoch seconds), the same as its context entry's:
+    /// after every message it answers, even when the sender's clock runs
+    /// ahead. Stored as `ai_responses.created_at`, so the history rebuilt
+    /// from Postgres orders it where the Redis context did.
     pub created_at: f64,
 }
 

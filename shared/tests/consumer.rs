@@ -94,7 +94,8 @@ async fn a_consumer_killed_between_read_and_acknowledgement_is_reclaimed_with_no
         })
         .collect();
     let mut client = env.app.db.get().await.unwrap();
-    writer::write(&mut client, &Batch { messages: half, ..Default::default() }).await.unwrap();
+    let pause_ttl = env.app.config.bot_pause_ttl;
+    writer::write(&mut client, &Batch { messages: half, ..Default::default() }, pause_ttl).await.unwrap();
     drop(client);
     drop(doomed);
     assert_eq!(pending(&env).await, 300);

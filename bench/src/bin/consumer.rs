@@ -25,6 +25,8 @@ use switchboard::{
 mod writers;
 
 const TIME_CAP: Duration = Duration::from_secs(120);
+/// `BOT_PAUSE_TTL_SECONDS`' default; the benchmark's customer messages pause nothing.
+const PAUSE_TTL: Duration = Duration::from_secs(86_400);
 
 struct Env {
     app: App,
@@ -243,7 +245,7 @@ async fn main() {
     enqueue(&env_copy, n).await;
     let elapsed = consume_with(&env_copy, n, |mut client, rows| async move {
         let tx = client.transaction().await.expect("tx");
-        writer::write_messages_unnest(&*tx, &rows).await.expect("unnest");
+        writer::write_messages_unnest(&*tx, &rows, PAUSE_TTL).await.expect("unnest");
         tx.commit().await.expect("commit");
     })
     .await;

@@ -60,7 +60,7 @@ impl Consumer {
 
         if !batch.is_empty() {
             let mut client = self.app.db.get().await?;
-            match writer::write(&mut client, &batch).await {
+            match writer::write(&mut client, &batch, self.app.config.bot_pause_ttl).await {
                 Ok(()) => {
                     summary.written += batch.len() as u64;
                     acked.append(&mut batch_ids);
@@ -146,7 +146,7 @@ impl Consumer {
             let mut single = Batch::default();
             let Ok(job) = Job::parse(entry) else { continue };
             job.into_batch(&mut single);
-            match writer::write(&mut client, &single).await {
+            match writer::write(&mut client, &single, self.app.config.bot_pause_ttl).await {
                 Ok(()) => {
                     summary.written += 1;
                     acked.push(entry.id.clone());

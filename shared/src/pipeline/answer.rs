@@ -64,6 +64,10 @@ pub(super) async fn draft(
         cached: outcome.cached,
     };
     let delivery_enabled = app.pancake.enabled();
+    // One time for the answer in both stores: the Redis context entry and
+    // the Postgres row (`created_at`, which the history rebuilt from
+    // Postgres sorts by), whenever the consumer gets to write it.
+    let at = answer_timestamp(snapshot);
     let answer_job = PersistAnswer {
         response_id,
         conversation_id: conversation.to_string(),
@@ -87,13 +91,13 @@ pub(super) async fn draft(
             .collect(),
         rejected_actions: rejected.clone(),
         bot_paused: actions.iter().any(|a| a.action_type == "transfer_to_agent"),
-        created_at: now_epoch_seconds(),
+        created_at: at,
     };
     let context_entry = ContextEntry {
         message_id: format!("bot:{response_id}"),
         sender_type: "bot".into(),
         content: outcome.answer.response_text.clone(),
-        timestamp: answer_timestamp(snapshot),
+        timestamp: at,
     };
     Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, context_entry }
 }

@@ -32,12 +32,19 @@
 //! restarts with the fuller context (bounded), as on the Redis path. Only
 //! messages admitted here are ever answered here.
 //!
+//! **Pauses** are the one pause both stores keep: Postgres' `paused_until`
+//! (written with `bot_paused` by the consumer for every pausing event, and
+//! here for an agent's message: its time plus the pause TTL) is honoured
+//! while it is ahead, however many messages arrive meanwhile; once Redis is
+//! back, [`restore_redis`] copies the pauses of the conversations handled
+//! here into Redis, so a human who took over during the outage is not
+//! talked over.
+//!
 //! Not carried over: the per-page rate window (the per-conversation one is
-//! a count over `messages`), pauses set in Redis before the outage (the
-//! Postgres `bot_paused` flag, within the pause TTL of its last change, is
-//! honoured), and Redis' delivery marks (a delivery that dies mid-send is
-//! retried by the consumer's sweep, as on the Redis path). Webhooks still
-//! need Redis (echo recognition) and answer `503` meanwhile.
+//! a count over `messages`), pauses set in Redis before the outage that the
+//! consumer had not yet written, and Redis' delivery marks (a delivery that
+//! dies mid-send is retried by the consumer's sweep, as on the Redis path).
+//! Webhooks still need Redis (echo recognition) and answer `503` meanwhile.
 
 use std::time::Instant;
 
@@ -63,8 +70,7 @@ use crate::{
 const OWED_HORIZON_SECS: f64 = 3_600.0;
 
 /// Runs one validated message through the degraded path, and notes what it
-/// handled for the lazy rebuild of Redis (see
-/// `ConversationStore::restore_after_outage`).
+/// handled for the lazy rebuild of Redis (see [`restore_redis`]).
 pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
     // Postgres failing too is the "both down" case: say so, and the 503
     // carries Retry-After; nothing was written.
@@ -85,6 +91,31 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
         app.store.remember_degraded(&message.conversation_id, &message.message_id, false);
     }
     Ok(outcome)
+}
+
+/// Back from a degraded period (a no-op otherwise): Redis learns what
+/// Postgres handled before it admits anything else, pauses included. The
+/// pauses of the conversations handled here are read from Postgres (they
+/// may have been set by another process, or by the consumer) and copied
+/// into Redis by the store. If Postgres cannot be read now, the rest is
+/// restored and the pauses are looked up again with the next message.
+pub(super) async fn restore_redis(app: &App) {
+    let conversations = app.store.pauses_to_restore();
+    let mut pauses = Vec::new();
+    if !conversations.is_empty() {
+        let ids: Vec<&str> = conversations.iter().map(ConversationId::as_str).collect();
+        let read = async { Ok::<_, AppError>(sql::pauses(&**app.db.get().await?, &ids).await?) }.await;
+        match read {
+            Ok(rows) => {
+                pauses = rows
+                    .into_iter()
+                    .filter_map(|(id, until_ms)| ConversationId::parse(&id).ok().map(|c| (c, until_ms)))
+                    .collect()
+            }
+            Err(err) => tracing::warn!(error = %err, "pauses not read from postgres; retrying with the next message"),
+        }
+    }
+    app.store.restore_after_outage(&pauses).await;
 }
 
 async fn answer_from_postgres(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
@@ -122,7 +153,7 @@ async fn admit(
     let row = MessageRow { job: PersistMessage::of(message), outcome: outcome.into() };
     let written = async {
         sql::admit_via_postgres(&*tx).await?;
-        writer::write_in(&*tx, &Batch { messages: vec![row], ..Batch::default() }).await
+        writer::write_in(&*tx, &Batch { messages: vec![row], ..Batch::default() }, app.config.bot_pause_ttl).await
     }
     .await;
     match written {
@@ -147,13 +178,8 @@ async fn classify_customer(
     conversation: &str,
 ) -> Result<(&'static str, Option<Outcome>), AppError> {
     let config = &app.config;
-    let (paused, recent) = sql::customer_standing(
-        &***client,
-        conversation,
-        config.bot_pause_ttl.as_secs_f64(),
-        config.rate_limit_window.as_secs_f64(),
-    )
-    .await?;
+    let (paused, recent) =
+        sql::customer_standing(&***client, conversation, config.rate_limit_window.as_secs_f64()).await?;
     if paused {
         return Ok(("bot_paused", Some(Outcome::BotPaused)));
     }
@@ -192,7 +218,8 @@ async fn answer_owed(
     };
     let (draft, fence, restarts) = round;
     let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, .. } = draft;
-    if let Err(err) = writer::write_in(&*tx, &Batch { answers: vec![answer_job], ..Batch::default() }).await {
+    let batch = Batch { answers: vec![answer_job], ..Batch::default() };
+    if let Err(err) = writer::write_in(&*tx, &batch, app.config.bot_pause_ttl).await {
         let _ = tx.rollback().await;
         return Err(err.into());
     }
@@ -208,7 +235,8 @@ async fn answer_owed(
             ActionResults { response_id, conversation_id: conversation.to_string(), fence, results: results.clone() };
         // On failure the actions stay `pending` and the consumer's sweep
         // settles them, as on the Redis path.
-        if let Err(err) = writer::write(client, &Batch { results: vec![job], ..Batch::default() }).await {
+        let batch = Batch { results: vec![job], ..Batch::default() };
+        if let Err(err) = writer::write(client, &batch, app.config.bot_pause_ttl).await {
             tracing::error!(conversation_id = %conversation, %response_id, error = %err, "action results not recorded");
         }
     }

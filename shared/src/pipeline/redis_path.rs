@@ -30,7 +30,7 @@ use crate::{
 pub(super) async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
     // Back from a degraded period: Redis learns what Postgres handled
     // meanwhile before it admits anything else (a no-op otherwise).
-    app.store.restore_after_outage().await;
+    super::degraded::restore_redis(app).await;
     let job = PersistMessage::of(message);
     let job = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
     // The assistant is resolved while admit runs (one round trip instead of

@@ -119,12 +119,13 @@ pub async fn conversation_page(
     Ok((total, rows))
 }
 
-/// Bot back on in Postgres: the pause and the assignment cleared. `false`
-/// when Postgres does not know the conversation.
+/// Bot back on in Postgres: the pause (flag and deadline) and the
+/// assignment cleared. `false` when Postgres does not know the conversation.
 pub async fn resume(db: &impl GenericClient, conversation: &str) -> Result<bool, tokio_postgres::Error> {
     let updated = db
         .execute(
-            "UPDATE conversations SET bot_paused = FALSE, assigned_to = '{}', updated_at = now() WHERE conversation_id = $1",
+            "UPDATE conversations SET bot_paused = FALSE, paused_until = NULL, assigned_to = '{}', updated_at = now()
+              WHERE conversation_id = $1",
             &[&conversation],
         )
         .await?;

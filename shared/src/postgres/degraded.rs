@@ -1,8 +1,8 @@
 //! The statements of degraded mode (the message path while Redis is
 //! unreachable; the flow is `crate::pipeline::degraded`): dedupe against the
 //! `messages` key, pause and rate standing from the tables, the advisory
-//! lock with bounded waits, the owed messages no answer covers, and the
-//! fencing number.
+//! lock with bounded waits, the owed messages no answer covers, the fencing
+//! number, and the pauses Redis learns once it is back.
 
 use tokio_postgres::{GenericClient, error::SqlState};
 
@@ -34,23 +34,23 @@ pub async fn stored_message(
     Ok(row.map(|r| StoredMessage { admitted_via: r.get(0), admit_outcome: r.get(1), covered: r.get(2) }))
 }
 
-/// Whether the bot is paused (within `pause_ttl_secs` of the flag's last
-/// change) and how many customer messages were admitted within the rate
-/// window.
+/// Whether the bot is paused (a human took over and the pause's deadline,
+/// `paused_until`, is still ahead: `updated_at` moves with every stored
+/// message, so it cannot date a pause) and how many customer messages were
+/// admitted within the rate window.
 pub async fn customer_standing(
     db: &impl GenericClient,
     conversation: &str,
-    pause_ttl_secs: f64,
     window_secs: f64,
 ) -> Result<(bool, i64), tokio_postgres::Error> {
     let row = db
         .query_one(
-            "SELECT COALESCE((SELECT bot_paused AND updated_at > now() - make_interval(secs => $2)
+            "SELECT COALESCE((SELECT bot_paused AND paused_until > now()
                                 FROM conversations WHERE conversation_id = $1), false),
                     (SELECT count(*) FROM messages
                       WHERE conversation_id = $1 AND sender_type IN ('user', 'customer')
-                        AND admit_outcome = 'admitted' AND created_at > now() - make_interval(secs => $3))",
-            &[&conversation, &pause_ttl_secs, &window_secs],
+                        AND admit_outcome = 'admitted' AND created_at > now() - make_interval(secs => $2))",
+            &[&conversation, &window_secs],
         )
         .await?;
     Ok((row.get(0), row.get(1)))
@@ -121,4 +121,24 @@ pub async fn next_fence(tx: &impl GenericClient, conversation: &ConversationId) 
         )
         .await?
         .get(0))
+}
+
+/// The pauses in force for `conversations`, as Redis keeps them: one entry
+/// per conversation asked about, with the deadline in epoch milliseconds, or
+/// `None` when the bot is not paused there (or Postgres does not know the
+/// conversation). Read once Redis is back, so that a human who took over
+/// while it was away is not talked over.
+pub async fn pauses(
+    db: &impl GenericClient,
+    conversations: &[&str],
+) -> Result<Vec<(String, Option<i64>)>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "SELECT q.id, CASE WHEN c.bot_paused AND c.paused_until > now()
+                               THEN (extract(epoch FROM c.paused_until) * 1000)::int8 END
+               FROM unnest($1::text[]) AS q(id) LEFT JOIN conversations c ON c.conversation_id = q.id",
+            &[&conversations],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }

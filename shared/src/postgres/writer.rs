@@ -12,19 +12,30 @@
 //! - `ai_responses` on the response id, `message_actions` on the action id;
 //! - conversation state written by an answer is guarded by the fencing
 //!   number (`WHERE fence <= new`), by Pancake's `version` for assignments;
-//! - `customers` merge field by field and never erase.
+//! - `customers` merge field by field and never erase;
+//! - a pause (an agent's message, a `transfer_to_agent` answer, an
+//!   assignment) sets `bot_paused` and `paused_until`, the pausing event's
+//!   time plus the pause TTL, never moving an existing deadline earlier.
+//!   The event's time is in the job (`received_at`, `created_at`), so
+//!   writing an entry again writes the same deadline; an assignment, which
+//!   carries no time, pauses from when it is written.
 //!
 //! Rows are sorted by key inside each statement so concurrent consumers lock
-//! rows in the same order and cannot deadlock each other.
+//! rows in the same order and cannot deadlock each other. The statements of
+//! `customers` and of `update_conversation` jobs live in the submodules
+//! `customers` and `updates`.
 
-use std::collections::BTreeMap;
+mod customers;
+mod updates;
+
+use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::{Value, json};
 use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
 use crate::{
-    customer_info::{self, CustomerInfo},
+    clock::now_epoch_seconds,
     domain::ActionStatus,
     jobs::{ActionResults, PersistAnswer, PersistMessage, UpdateConversation},
 };
@@ -55,10 +66,11 @@ impl Batch {
     }
 }
 
-/// Writes the batch in one transaction.
-pub async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres::Error> {
+/// Writes the batch in one transaction. `pause_ttl` (`BOT_PAUSE_TTL_SECONDS`)
+/// is how long each pause in it lasts from its event.
+pub async fn write(client: &mut Client, batch: &Batch, pause_ttl: Duration) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    match write_in(&tx, batch).await {
+    match write_in(&tx, batch, pause_ttl).await {
         Ok(()) => tx.commit().await,
         // Rolled back now, not on drop (which only queues the ROLLBACK): a
         // Lambda frozen right after would otherwise keep its row locks.
@@ -71,20 +83,40 @@ pub async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postg
 
 /// Writes the batch inside the caller's transaction (the degraded path
 /// records an answer in the transaction that holds its advisory lock).
-pub async fn write_in(tx: &impl GenericClient, batch: &Batch) -> Result<(), tokio_postgres::Error> {
-    write_messages_unnest(tx, &batch.messages).await?;
-    write_customers(tx, &batch.messages).await?;
-    write_answers(tx, &batch.answers).await?;
+pub async fn write_in(
+    tx: &impl GenericClient,
+    batch: &Batch,
+    pause_ttl: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    write_messages_unnest(tx, &batch.messages, pause_ttl).await?;
+    customers::write_customers(tx, &batch.messages).await?;
+    write_answers(tx, &batch.answers, pause_ttl).await?;
     write_results(tx, &batch.results).await?;
-    write_updates(tx, &batch.updates).await
+    updates::write_updates(tx, &batch.updates, pause_ttl).await
+}
+
+/// The end of a pause its event started at `event_at` (epoch seconds): the
+/// writer is given the TTL rather than each job carrying its deadline, so
+/// entries enqueued before `paused_until` existed get one too, and no
+/// producer can forget it. Counted from no later than `now`: an answer's
+/// time follows the messages it answers, and a sender's clock running ahead
+/// must not lengthen the pause.
+fn pause_end(event_at: f64, now: f64, pause_ttl: Duration) -> f64 {
+    event_at.min(now) + pause_ttl.as_secs_f64()
 }
 
 /// The tail both message writers share: from the inserted rows to the
 /// conversation counters (only rows actually inserted count, so a redelivery
-/// adds nothing), locking conversations in key order.
+/// adds nothing, and a redelivered agent message does not pause the bot
+/// again after a resume), locking conversations in key order. `input` has a
+/// `paused_until` column (epoch seconds; NULL unless the message pauses).
 #[doc(hidden)]
 pub const COUNT_INTO_CONVERSATIONS: &str = "
-    per_conversation AS (
+    pauses AS (
+        SELECT i.conversation_id, max(s.paused_until) AS paused_until
+          FROM inserted i JOIN input s USING (conversation_id, message_id)
+         WHERE s.paused_until IS NOT NULL GROUP BY i.conversation_id
+    ), per_conversation AS (
         SELECT i.conversation_id,
                COUNT(*) AS n,
                MAX(i.timestamp) AS last_ts,
@@ -95,9 +127,11 @@ pub const COUNT_INTO_CONVERSATIONS: &str = "
         SELECT conversation_id, max(page_id) AS page_id FROM input GROUP BY conversation_id
     )
     INSERT INTO conversations AS c (conversation_id, page_id, last_message_id, last_message_timestamp,
-                                    total_messages, bot_paused)
-    SELECT p.conversation_id, pages.page_id, p.last_id, p.last_ts, p.n, p.agent_replied
-      FROM per_conversation p JOIN pages USING (conversation_id) ORDER BY p.conversation_id
+                                    total_messages, bot_paused, paused_until)
+    SELECT p.conversation_id, pages.page_id, p.last_id, p.last_ts, p.n, p.agent_replied,
+           to_timestamp(pauses.paused_until)
+      FROM per_conversation p JOIN pages USING (conversation_id) LEFT JOIN pauses USING (conversation_id)
+     ORDER BY p.conversation_id
     ON CONFLICT (conversation_id) DO UPDATE SET
         total_messages = c.total_messages + EXCLUDED.total_messages,
         last_message_id = CASE WHEN EXCLUDED.last_message_timestamp >= COALESCE(c.last_message_timestamp, '-Infinity')
@@ -105,6 +139,8 @@ pub const COUNT_INTO_CONVERSATIONS: &str = "
         last_message_timestamp = GREATEST(c.last_message_timestamp, EXCLUDED.last_message_timestamp),
         page_id = COALESCE(c.page_id, EXCLUDED.page_id),
         bot_paused = c.bot_paused OR EXCLUDED.bot_paused,
+        -- GREATEST skips NULLs: no pause here keeps the one in force.
+        paused_until = GREATEST(c.paused_until, EXCLUDED.paused_until),
         updated_at = now()";
 
 /// The head of every message writer: from an `input` relation to the
@@ -124,19 +160,25 @@ pub const INSERT_MESSAGES: &str = "
 /// Messages by `UNNEST` of bound arrays in one statement: the writer the
 /// consumer uses (as fast as `COPY` in BENCHMARKS.md, and no staging table;
 /// the benchmark's alternative writers live in `bench/`).
-pub async fn write_messages_unnest(db: &impl GenericClient, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
+pub async fn write_messages_unnest(
+    db: &impl GenericClient,
+    rows: &[MessageRow],
+    pause_ttl: Duration,
+) -> Result<(), tokio_postgres::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let mut cols = MessageColumns::default();
+    let now = now_epoch_seconds();
     for row in rows {
-        cols.push(row);
+        cols.push(row, now, pause_ttl);
     }
     let sql = format!(
         "WITH input AS (
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::float8[], $7::jsonb[], $8::text[], $9::text[])
-                 AS t(conversation_id, message_id, sender_id, sender_type, content, ts, metadata, outcome, page_id)
+                                  $6::float8[], $7::jsonb[], $8::text[], $9::text[], $10::float8[])
+                 AS t(conversation_id, message_id, sender_id, sender_type, content, ts, metadata, outcome, page_id,
+                      paused_until)
          ), {INSERT_MESSAGES} {COUNT_INTO_CONVERSATIONS}"
     );
     db.execute(
@@ -151,6 +193,7 @@ pub async fn write_messages_unnest(db: &impl GenericClient, rows: &[MessageRow])
             &cols.metadata,
             &cols.outcome,
             &cols.page_id,
+            &cols.paused_until,
         ],
     )
     .await?;
@@ -168,10 +211,11 @@ struct MessageColumns {
     metadata: Vec<Value>,
     outcome: Vec<String>,
     page_id: Vec<Option<String>>,
+    paused_until: Vec<Option<f64>>,
 }
 
 impl MessageColumns {
-    fn push(&mut self, row: &MessageRow) {
+    fn push(&mut self, row: &MessageRow, now: f64, pause_ttl: Duration) {
         let job = &row.job;
         self.conversation_id.push(job.conversation_id.clone());
         self.message_id.push(job.message_id.clone());
@@ -183,61 +227,18 @@ impl MessageColumns {
         self.metadata.push(Value::Object(job.metadata.clone()));
         self.outcome.push(row.outcome.clone());
         self.page_id.push(job.page_id.clone());
+        // An agent's message pauses from when it was received: the instant
+        // admit (or the degraded path) paused the bot, on the same clock.
+        let pauses = job.sender_type == "agent";
+        self.paused_until.push(pauses.then(|| pause_end(job.received_at, now, pause_ttl)));
     }
 }
 
-/// Customer details from customer messages, merged per (page, sender) in
-/// timestamp order before the upsert (one row per key per statement).
-async fn write_customers(db: &impl GenericClient, rows: &[MessageRow]) -> Result<(), tokio_postgres::Error> {
-    let mut merged: BTreeMap<(String, String), (f64, String, CustomerInfo)> = BTreeMap::new();
-    let mut ordered: Vec<&MessageRow> =
-        rows.iter().filter(|r| matches!(r.job.sender_type.as_str(), "user" | "customer")).collect();
-    ordered.sort_by(|a, b| a.job.timestamp.total_cmp(&b.job.timestamp));
-    for row in ordered {
-        let mut info = customer_info::extract(&row.job.content);
-        if info.name.is_none() {
-            info.name = row.job.metadata.get("sender_name").and_then(Value::as_str).map(String::from);
-        }
-        if info.is_empty() {
-            continue;
-        }
-        let key = (row.job.page_id.clone().unwrap_or_default(), row.job.sender_id.clone());
-        let entry = merged
-            .entry(key)
-            .or_insert_with(|| (row.job.timestamp, row.job.conversation_id.clone(), CustomerInfo::default()));
-        entry.2.merge(info);
-    }
-    if merged.is_empty() {
-        return Ok(());
-    }
-    let (mut page, mut sender, mut conversation) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut name, mut phone, mut email, mut address) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((p, s), (_, c, info)) in merged {
-        page.push(p);
-        sender.push(s);
-        conversation.push(c);
-        name.push(info.name);
-        phone.push(info.phone);
-        email.push(info.email);
-        address.push(info.address);
-    }
-    db.execute(
-        "INSERT INTO customers AS cu (page_id, sender_id, conversation_id, name, phone, email, address)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-         ON CONFLICT (page_id, sender_id) DO UPDATE SET
-             name = COALESCE(EXCLUDED.name, cu.name),
-             phone = COALESCE(EXCLUDED.phone, cu.phone),
-             email = COALESCE(EXCLUDED.email, cu.email),
-             address = COALESCE(EXCLUDED.address, cu.address),
-             conversation_id = COALESCE(cu.conversation_id, EXCLUDED.conversation_id),
-             updated_at = now()",
-        &[&page, &sender, &conversation, &name, &phone, &email, &address],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_answers(db: &impl GenericClient, answers: &[PersistAnswer]) -> Result<(), tokio_postgres::Error> {
+async fn write_answers(
+    db: &impl GenericClient,
+    answers: &[PersistAnswer],
+    pause_ttl: Duration,
+) -> Result<(), tokio_postgres::Error> {
     if answers.is_empty() {
         return Ok(());
     }
@@ -253,6 +254,7 @@ async fn write_answers(db: &impl GenericClient, answers: &[PersistAnswer]) -> Re
     let mut elapsed = Vec::new();
     let mut error = Vec::new();
     let mut rejected = Vec::new();
+    let mut created = Vec::new();
     for a in answers {
         id.push(a.response_id);
         conversation.push(a.conversation_id.clone());
@@ -266,18 +268,39 @@ async fn write_answers(db: &impl GenericClient, answers: &[PersistAnswer]) -> Re
         elapsed.push(a.ai_response.processing_time_ms);
         error.push(a.ai_response.error.clone());
         rejected.push(json!(a.rejected_actions));
+        created.push(a.created_at);
     }
+    // The answer's own time, not the write's: the consumer may write it
+    // after later messages were stored, and the history rebuilt from
+    // Postgres must keep it where the Redis context put it (after what it
+    // answered, before what came later; see `answer_timestamp`).
     db.execute(
         "INSERT INTO ai_responses (id, conversation_id, fence, covered_message_ids, response_text, intent,
-                                   confidence, entities, model_used, processing_time_ms, error, rejected_actions)
+                                   confidence, entities, model_used, processing_time_ms, error, rejected_actions,
+                                   created_at)
          SELECT t.id, t.conversation_id, t.fence, ARRAY(SELECT jsonb_array_elements_text(t.covered)), t.text,
-                t.intent, t.confidence, t.entities, t.model, t.elapsed, t.error, t.rejected
+                t.intent, t.confidence, t.entities, t.model, t.elapsed, t.error, t.rejected, to_timestamp(t.created)
            FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::jsonb[], $5::text[], $6::text[], $7::float8[],
-                       $8::jsonb[], $9::text[], $10::float8[], $11::text[], $12::jsonb[])
-                AS t(id, conversation_id, fence, covered, text, intent, confidence, entities, model, elapsed, error, rejected)
+                       $8::jsonb[], $9::text[], $10::float8[], $11::text[], $12::jsonb[], $13::float8[])
+                AS t(id, conversation_id, fence, covered, text, intent, confidence, entities, model, elapsed, error,
+                     rejected, created)
           ORDER BY t.id
          ON CONFLICT (id) DO NOTHING",
-        &[&id, &conversation, &fence, &covered, &text, &intent, &confidence, &entities, &model, &elapsed, &error, &rejected],
+        &[
+            &id,
+            &conversation,
+            &fence,
+            &covered,
+            &text,
+            &intent,
+            &confidence,
+            &entities,
+            &model,
+            &elapsed,
+            &error,
+            &rejected,
+            &created,
+        ],
     )
     .await?;
 
@@ -326,29 +349,36 @@ async fn write_answers(db: &impl GenericClient, answers: &[PersistAnswer]) -> Re
     let mut assistant = Vec::new();
     let mut conv_fence = Vec::new();
     let mut paused = Vec::new();
+    let mut paused_until = Vec::new();
     let mut conv_status = Vec::new();
+    let now = now_epoch_seconds();
     for (c, a) in latest {
         conv.push(c.to_owned());
         page.push(a.page_id.clone());
         assistant.push(a.assistant_id.clone());
         conv_fence.push(a.fence);
         paused.push(a.bot_paused);
+        paused_until.push(a.bot_paused.then(|| pause_end(a.created_at, now, pause_ttl)));
         let ended = a.actions.iter().any(|j| j.action.action_type == "end_conversation");
         conv_status.push(if ended { "ended" } else { "active" }.to_owned());
     }
     db.execute(
-        "INSERT INTO conversations AS c (conversation_id, page_id, assistant_id, fence, bot_paused, status)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], $6::text[])
+        "INSERT INTO conversations AS c (conversation_id, page_id, assistant_id, fence, bot_paused, paused_until,
+                                         status)
+         SELECT t.conversation_id, t.page_id, t.assistant_id, t.fence, t.paused, to_timestamp(t.paused_until), t.status
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], $6::float8[], $7::text[])
+                AS t(conversation_id, page_id, assistant_id, fence, paused, paused_until, status)
          ON CONFLICT (conversation_id) DO UPDATE SET
              fence = EXCLUDED.fence,
              assistant_id = EXCLUDED.assistant_id,
              page_id = COALESCE(c.page_id, EXCLUDED.page_id),
              bot_paused = c.bot_paused OR EXCLUDED.bot_paused,
+             paused_until = GREATEST(c.paused_until, EXCLUDED.paused_until),
              status = EXCLUDED.status,
              last_answer_at = now(),
              updated_at = now()
           WHERE c.fence <= EXCLUDED.fence",
-        &[&conv, &page, &assistant, &conv_fence, &paused, &conv_status],
+        &[&conv, &page, &assistant, &conv_fence, &paused, &paused_until, &conv_status],
     )
     .await?;
     Ok(())
@@ -403,62 +433,6 @@ async fn write_results(db: &impl GenericClient, batches: &[ActionResults]) -> Re
              updated_at = now()
           WHERE m.status NOT IN ('sent', 'done') AND m.retry_count <= EXCLUDED.retry_count",
         &[&id, &response, &conversation, &action_type, &status, &error, &pancake_id, &attempt],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_updates(db: &impl GenericClient, updates: &[UpdateConversation]) -> Result<(), tokio_postgres::Error> {
-    let mut latest: BTreeMap<&str, &UpdateConversation> = BTreeMap::new();
-    for u in updates {
-        let slot = latest.entry(u.conversation_id.as_str()).or_insert(u);
-        if u.pancake_version > slot.pancake_version {
-            *slot = u;
-        }
-    }
-    if latest.is_empty() {
-        return Ok(());
-    }
-    let mut conv = Vec::new();
-    let mut page = Vec::new();
-    let mut version = Vec::new();
-    let mut assignees = Vec::new();
-    let mut paused = Vec::new();
-    for (c, u) in latest {
-        conv.push(c.to_owned());
-        page.push(u.page_id.clone());
-        version.push(u.pancake_version);
-        assignees.push(json!(u.assignee_ids));
-        paused.push(u.bot_paused);
-    }
-    // New conversations are inserted whole; known ones are updated only by a
-    // newer Pancake version, and `bot_paused` only when the event says so.
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&conv, &page, &version, &assignees, &paused];
-    db.execute(
-        "INSERT INTO conversations (conversation_id, page_id, pancake_version, assigned_to, bot_paused)
-         SELECT t.conversation_id, t.page_id, t.version, ARRAY(SELECT jsonb_array_elements_text(t.assignees)),
-                COALESCE(t.paused, FALSE)
-           FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::jsonb[], $5::bool[])
-                AS t(conversation_id, page_id, version, assignees, paused)
-          ORDER BY t.conversation_id
-         ON CONFLICT (conversation_id) DO NOTHING",
-        &params,
-    )
-    .await?;
-    db.execute(
-        "UPDATE conversations AS c SET
-             pancake_version = t.version,
-             assigned_to = ARRAY(SELECT jsonb_array_elements_text(t.assignees)),
-             -- Assigned pauses; unassigned after being assigned resumes.
-             bot_paused = CASE WHEN t.paused IS NOT NULL THEN t.paused
-                               WHEN cardinality(c.assigned_to) > 0 AND jsonb_array_length(t.assignees) = 0 THEN FALSE
-                               ELSE c.bot_paused END,
-             page_id = COALESCE(c.page_id, t.page_id),
-             updated_at = now()
-           FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::jsonb[], $5::bool[])
-                AS t(conversation_id, page_id, version, assignees, paused)
-          WHERE c.conversation_id = t.conversation_id AND c.pancake_version < t.version",
-        &params,
     )
     .await?;
     Ok(())

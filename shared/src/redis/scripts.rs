@@ -24,3 +24,5 @@ pub(super) static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(includ
 pub(super) static RECORD_DELIVERY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/record_delivery.lua")));
 pub(super) static PAGE_RATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/page_rate.lua")));
+pub(super) static RESTORE_PAUSE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/restore_pause.lua")));

@@ -4,6 +4,8 @@
 //! servers standing in for the services that are not ours (AI, Pancake).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod redis_server;
+
 use std::{
     collections::HashMap,
     future::Future,

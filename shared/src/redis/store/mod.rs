@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    domain::{ContextEntry, ConversationId, MessageId, OwedMessage, Snapshot},
+    domain::{ContextEntry, OwedMessage, Snapshot},
     error::RateScope,
 };
 
@@ -138,10 +138,9 @@ pub(super) const SENT_TTL_SECS: u64 = 7 * 24 * 3600;
 #[derive(Clone)]
 pub struct ConversationStore {
     conn: BreakerConnection,
-    /// Messages handled by the degraded path since Redis was last reachable
-    /// (see [`ConversationStore::restore_after_outage`]).
-    /// (conversation, message, answered by the degraded path).
-    degraded: Arc<std::sync::Mutex<Vec<(ConversationId, MessageId, bool)>>>,
+    /// Messages and pauses handled by the degraded path since Redis was last
+    /// reachable (see [`ConversationStore::restore_after_outage`]).
+    degraded: Arc<std::sync::Mutex<outage::Remembered>>,
     keys: KeySpace,
     lock_ttl: Duration,
     context_ttl: Duration,
