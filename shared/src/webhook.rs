@@ -32,6 +32,7 @@ use crate::{
     domain::{ConversationId, IncomingMessage, MessageId, SenderType, check_id, check_not_ahead},
     error::{AppError, AuthFailure},
     jobs::{PersistMessage, Redrive, UpdateConversation},
+    pipeline,
     redis::{Admission, AdmitMode},
     response::json_response,
 };
@@ -231,12 +232,27 @@ fn parse_conversation(payload: &Value) -> Result<ConversationUpdate, AppError> {
 
 async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppError> {
     let PageMessage { page_id, message, sent_by_page, message_type } = event;
+    if !sent_by_page && message_type != "INBOX" {
+        return Ok("ignored_comment");
+    }
+    if app.store.breaker().is_open() {
+        // Pancake never redelivers a refused event: with Redis away the
+        // message is stored (and answered) from Postgres, not refused.
+        if !app.config.degraded_mode {
+            return Err(AppError::Unavailable { dependency: "redis" });
+        }
+        return pipeline::page::degraded_message(app, &message, sent_by_page).await;
+    }
+    pipeline::degraded::restore_redis(app).await;
     if sent_by_page {
         if app.store.is_echo(&message.conversation_id, message.message_id.as_str(), &message.message_content).await? {
             return Ok("ignored_echo");
         }
-    } else if message_type != "INBOX" {
-        return Ok("ignored_comment");
+        // Redis has no mark for a send made while it was away: Postgres
+        // has the send. If Postgres cannot say, it counts as a human's.
+        if pipeline::page::is_echo_in_postgres(app, &message).await.unwrap_or(false) {
+            return Ok("ignored_echo");
+        }
     }
     let persist = PersistMessage::of(&message);
     let process = Redrive {
@@ -265,8 +281,14 @@ async fn conversation(app: &App, update: ConversationUpdate) -> Result<&'static 
         bot_paused: (!update.assignees.is_empty()).then_some(true),
         assignee_ids: update.assignees,
     };
-    let job_json = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
     let assigned = !job.assignee_ids.is_empty();
+    if app.store.breaker().is_open() && app.config.degraded_mode {
+        // Redis away: the event goes straight to Postgres (an assignment
+        // pauses the bot there, and degraded mode honours it).
+        pipeline::page::degraded_update(app, &job).await?;
+        return Ok(if assigned { "assigned_bot_paused" } else { "applied" });
+    }
+    let job_json = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
     let applied = app.store.conversation_event(&update.conversation, update.version, assigned, &job_json).await?;
     Ok(match applied.as_str() {
         "stale" => "ignored_stale_version",

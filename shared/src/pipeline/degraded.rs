@@ -99,7 +99,7 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
 /// may have been set by another process, or by the consumer) and copied
 /// into Redis by the store. If Postgres cannot be read now, the rest is
 /// restored and the pauses are looked up again with the next message.
-pub(super) async fn restore_redis(app: &App) {
+pub async fn restore_redis(app: &App) {
     let conversations = app.store.pauses_to_restore();
     let mut pauses = Vec::new();
     if !conversations.is_empty() {

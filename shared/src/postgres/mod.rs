@@ -21,6 +21,7 @@ pub mod admin;
 pub mod assistants;
 pub mod dead_letters;
 pub mod degraded;
+pub mod echoes;
 pub mod history;
 pub mod writer;
 

@@ -1,0 +1,68 @@
+//! A message from Pancake's webhook that Redis cannot take: the same
+//! message, stored and answered from Postgres (degraded mode), because
+//! Pancake never redelivers an event it was refused and suspends a webhook
+//! that keeps failing. Echoes of what the bot sent are recognised from
+//! Postgres (`message_actions` holds Pancake's ids and the texts), so the
+//! bot's own message never passes for a human taking over.
+
+use super::{Outcome, degraded};
+use crate::{
+    App,
+    domain::IncomingMessage,
+    error::AppError,
+    jobs::UpdateConversation,
+    postgres::{echoes, writer},
+};
+
+/// How far back a sent message can still be echoed: as long as Redis'
+/// echo marks last (a retried send's echo can come late).
+const ECHO_WINDOW_SECS: f64 = 3_600.0;
+
+/// Whether a page-sent message is the echo of one the bot sent, by
+/// Postgres' record. `Err` only when Postgres cannot say.
+pub async fn is_echo_in_postgres(app: &App, message: &IncomingMessage) -> Result<bool, AppError> {
+    let client = app.db.get().await?;
+    let conversation = message.conversation_id.as_str();
+    let id = message.message_id.as_str();
+    Ok(echoes::claim_echo(&**client, conversation, id, &message.message_content, ECHO_WINDOW_SECS).await?)
+}
+
+/// A webhook message while Redis is away: an echo is ignored; anything
+/// else goes through the degraded path (stored, and answered if it is a
+/// customer's; a human's pauses the bot). Returns the webhook's status.
+/// Postgres down too: `503`, nothing written.
+pub async fn degraded_message(
+    app: &App,
+    message: &IncomingMessage,
+    sent_by_page: bool,
+) -> Result<&'static str, AppError> {
+    if sent_by_page && is_echo_in_postgres(app, message).await.map_err(both_down)? {
+        return Ok("ignored_echo");
+    }
+    Ok(match degraded::handle(app, message).await? {
+        Outcome::Completed(_) | Outcome::RestartNeeded { .. } => "answered",
+        Outcome::Duplicate => "duplicate",
+        Outcome::BotPaused if sent_by_page => "human_replied_bot_paused",
+        Outcome::BotPaused => "bot_paused",
+        Outcome::RateLimited { .. } => "rate_limited",
+        Outcome::Stored => "stored",
+        Outcome::Locked | Outcome::LockLost => "queued",
+    })
+}
+
+/// A conversation event while Redis is away: written to Postgres directly
+/// (an assignment pauses the bot there; degraded mode honours it).
+pub async fn degraded_update(app: &App, update: &UpdateConversation) -> Result<(), AppError> {
+    let batch = writer::Batch { updates: vec![update.clone()], ..writer::Batch::default() };
+    let mut client = app.db.get().await.map_err(AppError::from).map_err(both_down)?;
+    writer::write(&mut client, &batch, app.config.bot_pause_ttl).await.map_err(AppError::from).map_err(both_down)
+}
+
+fn both_down(err: AppError) -> AppError {
+    match err {
+        AppError::Unavailable { dependency: "postgres" } => {
+            AppError::Unavailable { dependency: "storage (redis and postgres)" }
+        }
+        other => other,
+    }
+}
