@@ -331,3 +331,29 @@ async fn complete_and_claim_re_sent_after_a_dropped_connection_answer_as_the_fir
     let answers = env.stream().await.iter().filter(|(k, _, _)| k == "persist_answer").count();
     assert_eq!(answers, 1, "recorded once");
 }
+
+#[tokio::test]
+async fn a_retrying_action_whose_delivery_job_was_lost_is_queued_again_by_the_sweep() {
+    let pancake = PancakeStub::start(|n| if n == 0 { Reply::Refuse(429) } else { Reply::Accept }).await;
+    let env = with_pancake(&pancake, &[]).await;
+    env.post(&message("lost-retry", "m1")).await;
+    // The answer and its `retrying` action reach Postgres; the retry job is lost.
+    let mut conn = env.redis().await;
+    let shard = env.keys().shard(env.keys().shard_of(&cid("lost-retry")));
+    let consumer = env.consumer().await;
+    consumer.step().await.unwrap();
+    let _: () = redis::cmd("DEL").arg(shard.jobs()).query_async(&mut conn).await.unwrap();
+    drop(consumer);
+    assert_eq!(statuses(&env, "send_message").await, ["retrying"]);
+    env.app
+        .db
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE message_actions SET updated_at = now() - interval '2 hours'", &[])
+        .await
+        .unwrap();
+    settle(&env).await;
+    assert_eq!(pancake.delivered().len(), 1, "delivered by the job the sweep queued again");
+    assert_eq!(statuses(&env, "send_message").await, ["sent"]);
+}

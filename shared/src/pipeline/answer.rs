@@ -11,6 +11,7 @@ use crate::{
     ai::{self, AiRequest},
     cache::CacheKind,
     clock::{now_epoch_seconds, round_ms},
+    config::PANCAKE_CALL_TIMEOUT,
     domain::{ActionStatus, Assistant, ContextEntry, ConversationId, Snapshot},
     jobs::{ActionJob, AiResponseView, PersistAnswer},
     pancake::PancakeError,
@@ -100,6 +101,14 @@ pub(super) async fn draft(
         timestamp: at,
     };
     Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, context_entry }
+}
+
+/// What one more answering round needs before the invocation's deadline
+/// (see `crate::deadline`): the AI call, delivery (its budget and the
+/// slowest call it may leave in flight) and a margin for the store steps.
+pub(super) fn round_time(app: &App) -> std::time::Duration {
+    let config = &app.config;
+    config.ai_timeout + config.delivery_budget + PANCAKE_CALL_TIMEOUT + std::time::Duration::from_secs(2)
 }
 
 /// Asks the AI, answer cache first (24 h, keyed by assistant, config version

@@ -56,6 +56,7 @@ use super::{
 use crate::{
     App,
     ai::AiRequest,
+    deadline,
     domain::{Assistant, ConversationId, IncomingMessage, MessageId, SenderType, Snapshot},
     error::{AppError, RateScope},
     jobs::{ActionResults, PersistMessage},
@@ -292,7 +293,8 @@ async fn answer_round(
         let outcome = answer::answer(app, assistant, request).await;
         let draft = answer::draft(app, conversation, fence, &snapshot, assistant, page_id, outcome).await;
         let latest = sql::uncovered(&**tx, conversation, OWED_HORIZON_SECS).await?;
-        if latest.len() > owed.len() && restarts < config.max_restarts {
+        // As on the Redis path, no round starts that the deadline would cut off.
+        if latest.len() > owed.len() && restarts < config.max_restarts && deadline::allows(answer::round_time(app)) {
             tracing::info!(conversation_id = %conversation, restarts, "newer messages arrived; answering again");
             owed = latest;
             restarts += 1;

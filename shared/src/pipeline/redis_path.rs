@@ -17,7 +17,6 @@ use crate::{
     actions::Action,
     ai::AiRequest,
     cache::CacheKind,
-    config::PANCAKE_CALL_TIMEOUT,
     deadline,
     domain::{Assistant, ConversationId, IncomingMessage, OwedMessage, Snapshot},
     error::AppError,
@@ -136,7 +135,7 @@ pub async fn process(
         snapshot = app.store.snapshot(conversation).await?;
     }
     rebuild_thread(app, conversation, &mut snapshot).await;
-    let round = round_time(app);
+    let round = answer::round_time(app);
     if !deadline::allows(round) {
         // Not even one round fits before the invocation ends: hand the
         // conversation to the background re-drive now rather than be cut
@@ -211,13 +210,6 @@ pub async fn process(
             }
         }
     }
-}
-
-/// What one more round needs: the AI call, delivery (its budget and the
-/// slowest call it may leave in flight) and a margin for the Redis steps.
-fn round_time(app: &App) -> std::time::Duration {
-    let config = &app.config;
-    config.ai_timeout + config.delivery_budget + PANCAKE_CALL_TIMEOUT + std::time::Duration::from_secs(2)
 }
 
 /// Gives the lock back and queues the conversation for the background
