@@ -15,7 +15,7 @@ use crate::{
     domain::IncomingMessage,
     error::AppError,
     jobs::newer_messages,
-    pipeline::{self, Answered, Outcome},
+    pipeline::{self, Answered, Backend, Outcome},
     response::json_response,
 };
 
@@ -81,16 +81,19 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
             "storage_backend": backend,
         }),
         Outcome::RateLimited { retry_after_secs, scope } => {
-            // Stored and owed: answered by the conversation's next answer, or
-            // by the sweep once the window reopens. 202, not 429: a 429 asks
-            // the sender to resend, and a resend is only a `duplicate`.
+            // Through Redis: stored and owed, answered by the conversation's
+            // next answer or by the sweep once the window reopens. 202, not
+            // 429: a 429 asks the sender to resend, and a resend is only a
+            // `duplicate`. In degraded mode no sweep runs: the message is
+            // stored, and a resend after the window is answered.
+            let owed = backend == Backend::Redis.as_str();
             let result = json!({
                 "status": "rate_limited",
                 "reason": format!("{scope}_rate_limit"),
                 "message_id": message_id,
                 "stored": true,
-                "will_be_answered": true,
-                "resend": false,
+                "will_be_answered": owed,
+                "resend": !owed,
                 "answer_after_seconds": retry_after_secs,
                 "storage_backend": backend,
             });

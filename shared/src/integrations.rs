@@ -225,7 +225,21 @@ impl Integrations {
             // Never followed (see `app::http_client`): recorded as the result.
             return Err(format!("{name} answered HTTP {status} (a redirect, not followed)").into());
         }
-        let bytes = read_capped(response, self.max_body).await.map_err(|e| format!("{name}: {e}"))?;
+        // The status decides the outcome, whatever happens to the body: a
+        // 5xx may have done the work, a 2xx did.
+        let bytes = match read_capped(response, self.max_body).await {
+            Ok(bytes) => bytes,
+            Err(e) if status.is_success() && !is_safe_method(&method) => {
+                // The call ran; its answer is too large (or cut) to keep.
+                return Ok(Value::String(format!("{name} answered HTTP {status}; the response was not read: {e}")));
+            }
+            Err(e) => {
+                return Err(IntegrationError {
+                    message: format!("{name} answered HTTP {status}; the response was not read: {e}"),
+                    outcome_unknown: status.is_server_error(),
+                });
+            }
+        };
         let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             return Err(IntegrationError {

@@ -139,14 +139,22 @@ impl Pancake {
         if !status.is_success() {
             return Err(PancakeError::Rejected { status: status.as_u16(), body: String::new() });
         }
-        let body = body.map_err(|e| PancakeError::Transport(e.to_string()))?;
-        let listing: Value = serde_json::from_slice(&body).map_err(|e| PancakeError::Transport(e.to_string()))?;
-        let wanted = text.trim();
-        let found = listing.get("messages").and_then(Value::as_array).into_iter().flatten().find(|m| {
-            let from_page = m.pointer("/from/id").and_then(Value::as_str) == Some(page_id);
+        // Anything but a listing is a failed look-up, never "not there": an
+        // answer read as absent would resend a message the customer has.
+        let unreadable = |why: &str| PancakeError::Transport(format!("unreadable message listing: {why}"));
+        let body = body.map_err(|e| unreadable(&e.to_string()))?;
+        let listing: Value = serde_json::from_slice(&body).map_err(|e| unreadable(&e.to_string()))?;
+        if listing.get("success") == Some(&Value::Bool(false)) {
+            return Err(unreadable("success is false"));
+        }
+        let messages =
+            listing.get("messages").and_then(Value::as_array).ok_or_else(|| unreadable("no messages array"))?;
+        let wanted = normalise(text);
+        let found = messages.iter().find(|m| {
+            let from_page = id_of(m.pointer("/from/id")).as_deref() == Some(page_id);
             let same_text = ["original_message", "message"]
                 .iter()
-                .any(|field| m.get(*field).and_then(Value::as_str).is_some_and(|t| t.trim() == wanted));
+                .any(|field| m.get(*field).and_then(Value::as_str).is_some_and(|t| normalise(t) == wanted));
             let recent = match (since, m.get("inserted_at").and_then(Value::as_str).and_then(parse_utc)) {
                 (Some(since), Some(at)) => at >= since - 60.0,
                 _ => true,
@@ -210,5 +218,46 @@ fn id_of(id: Option<&Value>) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// A message's text as compared by [`Pancake::find_sent`]: HTML tags
+/// (Pancake renders `message`, e.g. `<div>…</div>`) and a few entities
+/// removed, whitespace collapsed.
+fn normalise(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            // A tag reads as a space (`<br>` between lines).
+            '>' if in_tag => {
+                in_tag = false;
+                plain.push(' ');
+            }
+            _ if !in_tag => plain.push(c),
+            _ => {}
+        }
+    }
+    let plain = plain
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&");
+    plain.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_and_raw_texts_compare_equal() {
+        assert_eq!(normalise("<div>Dạ  còn hàng ạ</div>"), normalise("Dạ còn hàng ạ"));
+        assert_eq!(normalise("1 &lt; 2 &amp; 3"), "1 < 2 & 3");
+        assert_eq!(normalise("a\n1. M\n2. L"), "a 1. M 2. L");
+        assert_eq!(normalise("a<br>1. M<br/>2. L"), "a 1. M 2. L");
+        assert_ne!(normalise("x"), normalise("x z"));
     }
 }

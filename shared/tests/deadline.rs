@@ -72,7 +72,7 @@ async fn a_restart_that_could_not_finish_before_the_deadline_is_not_started_and_
 async fn with_no_time_for_one_round_the_message_is_handed_to_the_redrive_at_once() {
     let calls = Arc::new(AtomicUsize::new(0));
     let env = TestEnv::with(&[], Some(Arc::new(Slow(Duration::from_millis(10), calls.clone())))).await;
-    let ends = Instant::now() + round(&env) - Duration::from_secs(1);
+    let ends = Instant::now() + switchboard::pipeline::min_round_time(&env.app) - Duration::from_secs(1);
     let (_, _, body) = deadline::within(Some(ends), env.post(&message("late", "m1", "xin chào", 1.0))).await;
     assert_eq!(body["result"]["status"], "locked", "{body}");
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no round was started");
@@ -84,4 +84,50 @@ async fn with_no_time_for_one_round_the_message_is_handed_to_the_redrive_at_once
     let answered = switchboard::pipeline::redrive(&env.app, &common::cid("late"), None, None).await.unwrap();
     assert!(answered.is_some(), "the lock was given back and the message is still owed");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_ai_call_that_would_outrun_the_deadline_is_abandoned_and_handed_to_the_redrive() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let env = TestEnv::with(&[], Some(Arc::new(Slow(Duration::from_secs(7), calls.clone())))).await;
+    // Time for a short round only: the AI gets about 5.5 s (what is left
+    // before delivery's share), and takes 7.
+    let ends = Instant::now() + switchboard::pipeline::min_round_time(&env.app) + Duration::from_millis(500);
+    let (_, _, body) = deadline::within(Some(ends), env.post(&message("outrun", "m1", "xin chào", 1.0))).await;
+    assert_eq!(body["result"]["status"], "locked", "{body}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stream = env.stream().await;
+    assert_eq!(of_kind(&stream, "persist_answer").len(), 0, "nothing was recorded or sent");
+    assert_eq!(of_kind(&stream, "redrive_conversation").len(), 1, "the message went to the re-drive");
+}
+
+#[tokio::test]
+async fn the_consumer_leaves_a_conversation_to_answer_pending_when_no_round_fits_before_its_deadline() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let env = TestEnv::with(
+        &[("CONSUMER_BLOCK_MS", "20"), ("CONSUMER_CLAIM_IDLE_MS", "50")],
+        Some(Arc::new(Slow(Duration::from_millis(10), calls.clone()))),
+    )
+    .await;
+    let body = message("queued", "m1", "xin chào", 1.0);
+    let message = switchboard::domain::IncomingMessage::parse(body.to_string().as_bytes(), 65_536).unwrap();
+    let persist = serde_json::to_string(&switchboard::jobs::PersistMessage::of(&message)).unwrap();
+    let process = json!({"conversation_id": "queued", "page_id": null, "assistant_id": null, "reason": "webhook"});
+    let process = process.to_string();
+    let mode = switchboard::redis::AdmitMode::Defer { process_job: &process };
+    env.app.store.admit(&message, &persist, mode).await.unwrap();
+    let consumer = env.consumer().await;
+    let near = Instant::now() + Duration::from_secs(2);
+    for _ in 0..5 {
+        deadline::within(Some(near), consumer.step()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no round started this close to the deadline");
+    assert_eq!(env.count("SELECT COUNT(*) FROM dead_letters").await, 0);
+    // The next invocation, with time: answered.
+    common::drain(&consumer).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let answers = of_kind(&env.stream().await, "persist_answer");
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0]["covered_message_ids"], json!(["m1"]));
 }

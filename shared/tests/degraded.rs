@@ -313,3 +313,36 @@ async fn the_sweep_never_answers_again_a_message_postgres_answered_while_redis_w
     let lock: bool = conn.exists(env.keys().conversation(&common::cid("swept")).lock()).await.unwrap();
     assert!(!lock, "the lock was given back");
 }
+
+#[tokio::test]
+async fn in_degraded_mode_a_rate_limited_message_asks_for_a_resend_which_is_answered_once_the_window_allows() {
+    let env = TestEnv::with(
+        &[
+            ("REDIS_URL", NO_REDIS),
+            ("REDIS_BREAKER_FAILURES", "1"),
+            ("RATE_LIMIT_CONVERSATION_MAX", "1"),
+            ("RATE_LIMIT_WINDOW_SECONDS", "1"),
+        ],
+        None,
+    )
+    .await;
+    trip(&env.app, &message("warm", "w1", "hi", 1.0)).await;
+    let (_, _, first) = post(&env.app, &message("rl", "m1", "xin chào", 1.0)).await;
+    assert_eq!(first["result"]["status"], "completed", "{first}");
+    let (status, _, limited) = post(&env.app, &message("rl", "m2", "giá bao nhiêu?", 2.0)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{limited}");
+    // No sweep runs while Redis is away: the sender is told to resend.
+    assert_eq!(
+        (limited["result"]["will_be_answered"].clone(), limited["result"]["resend"].clone()),
+        (false.into(), true.into())
+    );
+    let (status, _, again) = post(&env.app, &message("rl", "m2", "giá bao nhiêu?", 2.0)).await;
+    assert_eq!((status, again["result"]["status"].as_str()), (StatusCode::ACCEPTED, Some("rate_limited")), "{again}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (_, _, resent) = post(&env.app, &message("rl", "m2", "giá bao nhiêu?", 2.0)).await;
+    assert_eq!(resent["result"]["status"], "completed", "the resend after the window is answered: {resent}");
+    assert_eq!(env.count("SELECT COUNT(*) FROM messages WHERE message_id = 'm2'").await, 1);
+    assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'm2' = ANY(covered_message_ids)").await, 1);
+    let (_, _, late) = post(&env.app, &message("rl", "m2", "giá bao nhiêu?", 2.0)).await;
+    assert_eq!(late["result"]["status"], "duplicate");
+}

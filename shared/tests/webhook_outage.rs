@@ -138,3 +138,37 @@ async fn with_redis_and_postgres_both_down_the_webhook_gets_503_and_nothing_is_w
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "an echo check that cannot run is not a human reply");
     assert_eq!(env.pg_counts().await, before);
 }
+
+#[tokio::test]
+async fn an_assignment_taken_while_redis_was_away_pauses_the_bot_in_redis_once_it_returns() {
+    use common::redis_server::RedisServer;
+    let pancake = PancakeStub::start(|_| Reply::Accept).await;
+    let port = RedisServer::spare_port();
+    let server = RedisServer::start(port).await;
+    let env = TestEnv::with(
+        &[
+            ("REDIS_URL", &server.url()),
+            ("REDIS_BREAKER_FAILURES", "1"),
+            ("REDIS_BREAKER_COOLDOWN_MS", "300"),
+            ("PANCAKE_WEBHOOK_SECRET", SECRET),
+            ("PANCAKE_BASE_URL", &pancake.url()),
+            ("PANCAKE_PAGE_ACCESS_TOKEN", "pt"),
+        ],
+        None,
+    )
+    .await;
+    drop(server);
+    let assign = |version: i64| {
+        json!({"event_type": "conversation", "page_id": PAGE,
+               "data": {"conversation": {"id": "c6", "version": version, "assignee_ids": ["staff_1"]}}})
+    };
+    let _ = webhook(&env.app, &assign(1)).await; // opens the breaker
+    let (_, body) = webhook(&env.app, &assign(2)).await;
+    assert_eq!(body["status"], "assigned_bot_paused", "{body}");
+    // Redis is back, empty: it learns the pause before it admits anything.
+    let server = RedisServer::start(port).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, next) = webhook(&env.app, &event("c6", "m1", "customer_7", "alo")).await;
+    assert_eq!(next["status"], "bot_paused", "the bot must not talk over the assigned human: {next}");
+    drop(server);
+}

@@ -36,6 +36,12 @@ impl Consumer {
     ) -> Result<(), EffectError> {
         match effect {
             Job::Process(job) => {
+                // Too close to the invocation's end for a round: left pending
+                // (never counted) for the next invocation, rather than
+                // started and cut off, or handed off and read again at once.
+                if !crate::deadline::allows(pipeline::min_round_time(&self.app)) {
+                    return Err(EffectError::Busy);
+                }
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
                 pipeline::redrive(&self.app, &conversation, job.page_id.as_deref(), job.assistant_id.as_deref())
                     .await

@@ -31,7 +31,13 @@ impl Consumer {
     pub async fn sweep(&self) -> Result<Summary, AppError> {
         let mut summary = Summary::default();
         let lock_ttl = crate::clock::millis(self.app.config.lock_ttl);
-        let stranded = self.app.store.owed_conversations(now_ms().saturating_sub(lock_ttl), 50).await?;
+        // Re-drives start only with time for a round (the next sweep retries).
+        let room = crate::deadline::allows(pipeline::min_round_time(&self.app));
+        let stranded = if room {
+            self.app.store.owed_conversations(now_ms().saturating_sub(lock_ttl), 50).await?
+        } else {
+            Vec::new()
+        };
         for id in stranded {
             let Ok(conversation) = ConversationId::parse(&id) else { continue };
             match pipeline::redrive(&self.app, &conversation, None, None).await {

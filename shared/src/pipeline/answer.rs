@@ -2,6 +2,8 @@
 //! [`Draft`] — validated actions, seed 001's `ai_response` and the
 //! persistence job — that either path (Redis or degraded) records.
 
+use std::time::Duration;
+
 use serde_json::json;
 use uuid::Uuid;
 
@@ -103,12 +105,35 @@ pub(super) async fn draft(
     Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, context_entry }
 }
 
-/// What one more answering round needs before the invocation's deadline
-/// (see `crate::deadline`): the AI call, delivery (its budget and the
-/// slowest call it may leave in flight) and a margin for the store steps.
-pub(super) fn round_time(app: &App) -> std::time::Duration {
-    let config = &app.config;
-    config.ai_timeout + config.delivery_budget + PANCAKE_CALL_TIMEOUT + std::time::Duration::from_secs(2)
+/// What a round needs after its AI call, before the invocation's deadline
+/// (see `crate::deadline`): delivery (its budget and the slowest call it
+/// may leave in flight) and a margin for the store steps.
+pub(super) fn delivery_tail(app: &App) -> Duration {
+    app.config.delivery_budget + PANCAKE_CALL_TIMEOUT + Duration::from_secs(2)
+}
+
+/// The least AI time a round is started with: a round that cannot give the
+/// AI this much before the deadline is not started (handed to the re-drive).
+const MIN_AI_BUDGET: Duration = Duration::from_secs(5);
+
+/// The least time left for a round to start (27 s with the defaults): the
+/// AI then gets what is left before the delivery tail, at most its timeout.
+pub fn min_round_time(app: &App) -> Duration {
+    MIN_AI_BUDGET.min(app.config.ai_timeout) + delivery_tail(app)
+}
+
+/// A whole round at worst (52 s with the defaults): an answer restarts for
+/// newer messages only if this much is left; else it is final and the
+/// newer messages go to the re-drive.
+pub(super) fn round_time(app: &App) -> Duration {
+    app.config.ai_timeout + delivery_tail(app)
+}
+
+/// How long this round's AI call may take before the deadline would cut the
+/// round off (`None`: no deadline, or it leaves the AI its whole timeout).
+pub(super) fn ai_budget(app: &App) -> Option<Duration> {
+    let left = crate::deadline::remaining()?.saturating_sub(delivery_tail(app));
+    (left < app.config.ai_timeout).then_some(left)
 }
 
 /// Asks the AI, answer cache first (24 h, keyed by assistant, config version

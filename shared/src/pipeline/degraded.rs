@@ -44,7 +44,7 @@
 //! a count over `messages`), pauses set in Redis before the outage that the
 //! consumer had not yet written, and Redis' delivery marks (a delivery that
 //! dies mid-send is retried by the consumer's sweep, as on the Redis path).
-//! Webhooks still need Redis (echo recognition) and answer `503` meanwhile.
+//! Pancake's webhook uses this path too while Redis is away (see `page`).
 
 use std::time::Instant;
 
@@ -142,7 +142,18 @@ async fn admit(
 ) -> Result<Option<Outcome>, AppError> {
     let (conversation, message_id) = (message.conversation_id.as_str(), message.message_id.as_str());
     if let Some(stored) = sql::stored_message(&***client, conversation, message_id).await? {
-        let owed_here = stored.admitted_via == "postgres" && stored.admit_outcome == "admitted" && !stored.covered;
+        let here = stored.admitted_via == "postgres" && !stored.covered;
+        if here && stored.admit_outcome == "rate_limited" {
+            // Limited here before (no sweep answers it while Redis is away,
+            // so the sender was told to resend): admitted now if the window
+            // allows, else limited again; nothing is written twice.
+            let (outcome, result) = classify_customer(app, client, conversation).await?;
+            if outcome == "admitted" {
+                sql::readmit(&***client, conversation, message_id).await?;
+            }
+            return Ok(result);
+        }
+        let owed_here = here && stored.admit_outcome == "admitted";
         return Ok((!owed_here).then_some(Outcome::Duplicate));
     }
     let (outcome, result) = match message.sender_type {

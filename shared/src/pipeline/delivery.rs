@@ -126,18 +126,22 @@ pub(super) fn pancake_result(app: &App, results: &[ActionResult], handed_off: us
 fn executed_result(app: &App, results: &[ActionResult], started: Instant) -> Value {
     let executed = results.iter().filter(|r| r.status.is_executed()).count();
     let failed = results.iter().filter(|r| r.status == ActionStatus::Failed).count();
+    // An integration call that may or may not have run: not a success.
+    let unknown = results.iter().filter(|r| r.status == ActionStatus::Unknown).count();
     if !app.pancake.enabled() {
         return json!({
             "status": "disabled",
             "reason": "PANCAKE_BASE_URL is not set: nothing was sent to Pancake (the answer and its messages are stored as not_sent)",
             "actions_executed": executed,
+            "actions_unknown": unknown,
             "results": results,
         });
     }
     json!({
-        "status": if failed == 0 { "success" } else if executed > 0 { "partial" } else { "failed" },
+        "status": if failed + unknown == 0 { "success" } else if executed > 0 { "partial" } else { "failed" },
         "actions_executed": executed,
         "actions_failed": failed,
+        "actions_unknown": unknown,
         "delivery_ms": elapsed_ms(started.elapsed()),
         "results": results,
     })

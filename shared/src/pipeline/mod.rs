@@ -33,6 +33,7 @@ mod redis_path;
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use answer::min_round_time;
 pub use delivery::{blank_result, execute, execute_unsure, mark_after};
 pub use redis_path::{process, redrive};
 

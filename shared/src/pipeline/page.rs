@@ -8,7 +8,7 @@
 use super::{Outcome, degraded};
 use crate::{
     App,
-    domain::IncomingMessage,
+    domain::{ConversationId, IncomingMessage},
     error::AppError,
     jobs::UpdateConversation,
     postgres::{echoes, writer},
@@ -19,12 +19,25 @@ use crate::{
 const ECHO_WINDOW_SECS: f64 = 3_600.0;
 
 /// Whether a page-sent message is the echo of one the bot sent, by
-/// Postgres' record. `Err` only when Postgres cannot say.
+/// Postgres' record: Pancake's id for a send, or the text of a send no echo
+/// has claimed yet (rendered as it was sent: quick replies and carousels
+/// as numbered text). `Err` only when Postgres cannot say.
 pub async fn is_echo_in_postgres(app: &App, message: &IncomingMessage) -> Result<bool, AppError> {
     let client = app.db.get().await?;
-    let conversation = message.conversation_id.as_str();
     let id = message.message_id.as_str();
-    Ok(echoes::claim_echo(&**client, conversation, id, &message.message_content, ECHO_WINDOW_SECS).await?)
+    let sends = echoes::recent_sends(&**client, message.conversation_id.as_str(), ECHO_WINDOW_SECS).await?;
+    if sends.iter().any(|sent| sent.pancake_message_id.as_deref() == Some(id)) {
+        return Ok(true);
+    }
+    let text = message.message_content.trim();
+    for sent in sends.iter().filter(|sent| sent.pancake_message_id.is_none()) {
+        if sent.action.customer_text().is_some_and(|t| t.trim() == text)
+            && echoes::take_echo(&**client, sent.action.action_id, id).await?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A webhook message while Redis is away: an echo is ignored; anything
@@ -55,7 +68,13 @@ pub async fn degraded_message(
 pub async fn degraded_update(app: &App, update: &UpdateConversation) -> Result<(), AppError> {
     let batch = writer::Batch { updates: vec![update.clone()], ..writer::Batch::default() };
     let mut client = app.db.get().await.map_err(AppError::from).map_err(both_down)?;
-    writer::write(&mut client, &batch, app.config.bot_pause_ttl).await.map_err(AppError::from).map_err(both_down)
+    writer::write(&mut client, &batch, app.config.bot_pause_ttl).await.map_err(AppError::from).map_err(both_down)?;
+    // Redis learns an assignment's pause when it returns. (An unassignment
+    // does not shorten a pause Redis holds: Redis may know a newer one.)
+    if let Ok(conversation) = ConversationId::parse(&update.conversation_id) {
+        app.store.remember_degraded_pause(&conversation);
+    }
+    Ok(())
 }
 
 fn both_down(err: AppError) -> AppError {

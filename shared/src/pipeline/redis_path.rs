@@ -136,8 +136,8 @@ pub async fn process(
     }
     rebuild_thread(app, conversation, &mut snapshot).await;
     let round = answer::round_time(app);
-    if !deadline::allows(round) {
-        // Not even one round fits before the invocation ends: hand the
+    if !deadline::allows(answer::min_round_time(app)) {
+        // Not even a short round fits before the invocation ends: hand the
         // conversation to the background re-drive now rather than be cut
         // off mid-way (its messages stay owed; the lock is given back).
         tracing::warn!(conversation_id = %conversation, "too close to the deadline to answer; handed to the re-drive");
@@ -152,9 +152,23 @@ pub async fn process(
             context: &snapshot.context,
             pending: &snapshot.owed,
         };
-        let Some(outcome) = with_heartbeat(app, conversation, lease, answer::answer(app, assistant, request)).await
-        else {
+        // Near the deadline the AI gets what is left before delivery's
+        // share; past it the round is abandoned (nothing was recorded) and
+        // handed to the re-drive, rather than cut off by the invocation's end.
+        let asked = answer::answer(app, assistant, request);
+        let bounded = async {
+            match answer::ai_budget(app) {
+                Some(budget) => tokio::time::timeout(budget, asked).await.ok(),
+                None => Some(asked.await),
+            }
+        };
+        let Some(outcome) = with_heartbeat(app, conversation, lease, bounded).await else {
             return Ok(Outcome::LockLost);
+        };
+        let Some(outcome) = outcome else {
+            tracing::warn!(conversation_id = %conversation, restarts, "the AI outran the deadline; handed to the re-drive");
+            hand_to_redrive(app, conversation, lease, page_id, assistant).await?;
+            return Ok(Outcome::Locked);
         };
         let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, context_entry } =
             answer::draft(app, conversation, lease.fence, &snapshot, assistant, page_id, outcome).await;

@@ -34,6 +34,23 @@ pub async fn stored_message(
     Ok(row.map(|r| StoredMessage { admitted_via: r.get(0), admit_outcome: r.get(1), covered: r.get(2) }))
 }
 
+/// A message rate-limited in degraded mode, resent once the window allows:
+/// admitted now (only from `rate_limited`, so a concurrent resend admits it once).
+pub async fn readmit(
+    db: &impl GenericClient,
+    conversation: &str,
+    message_id: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let updated = db
+        .execute(
+            "UPDATE messages SET admit_outcome = 'admitted'
+              WHERE conversation_id = $1 AND message_id = $2 AND admit_outcome = 'rate_limited'",
+            &[&conversation, &message_id],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 /// Whether the bot is paused (a human took over and the pause's deadline,
 /// `paused_until`, is still ahead: `updated_at` moves with every stored
 /// message, so it cannot date a pause) and how many customer messages were

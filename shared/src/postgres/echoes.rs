@@ -1,37 +1,69 @@
 //! Echo recognition from Postgres: whether a page-sent message is the echo
 //! of one the bot sent, when Redis' echo marks cannot say (Redis is away,
 //! or the send was made while it was). What the bot sent is in
-//! `message_actions`: Pancake's message id once known, and the text.
+//! `message_actions`: Pancake's message id once known, and the action, whose
+//! text the caller renders as it was sent.
 
+use serde_json::Value;
 use tokio_postgres::GenericClient;
+use uuid::Uuid;
 
-/// Whether `pancake_message_id` / `text` is the echo of a message the bot
-/// sent in this conversation within `window_secs`. A match by text takes
-/// Pancake's id onto that action, so each sent message accounts for one
-/// echo only: a human who later types the same words is still a human.
-pub async fn claim_echo(
+use crate::actions::Action;
+
+/// One thing the bot sent (or was about to send) in a conversation.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub action: Action,
+    /// Pancake's id for it, once known (from the send's reply or an echo).
+    pub pancake_message_id: Option<String>,
+}
+
+/// The conversation's actions of the last `window_secs`, oldest first (at
+/// most 100: one conversation's sends in an hour).
+pub async fn recent_sends(
     db: &impl GenericClient,
     conversation_id: &str,
-    pancake_message_id: &str,
-    text: &str,
     window_secs: f64,
-) -> Result<bool, tokio_postgres::Error> {
+) -> Result<Vec<Sent>, tokio_postgres::Error> {
     let rows = db
         .query(
-            "WITH hit AS (
-                 SELECT id FROM message_actions
-                  WHERE conversation_id = $1
-                    AND created_at > now() - make_interval(secs => $4)
-                    AND (pancake_message_id = $2
-                         OR (pancake_message_id IS NULL AND btrim(action_data->>'message') = btrim($3)))
-                  ORDER BY pancake_message_id IS NULL, created_at
-                  LIMIT 1
-                    FOR UPDATE)
-             UPDATE message_actions m SET pancake_message_id = COALESCE(m.pancake_message_id, $2)
-               FROM hit WHERE m.id = hit.id
-             RETURNING m.id",
-            &[&conversation_id, &pancake_message_id, &text, &window_secs],
+            "SELECT id, action_type, action_data, pancake_message_id FROM message_actions
+              WHERE conversation_id = $1 AND created_at > now() - make_interval(secs => $2)
+              ORDER BY created_at LIMIT 100",
+            &[&conversation_id, &window_secs],
         )
         .await?;
-    Ok(!rows.is_empty())
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let data: Value = row.get(2);
+            Sent {
+                action: Action {
+                    action_id: row.get(0),
+                    action_type: row.get(1),
+                    data: data.as_object().cloned().unwrap_or_default(),
+                },
+                pancake_message_id: row.get(3),
+            }
+        })
+        .collect())
+}
+
+/// Takes an echo onto the action it echoes: Pancake's id is written where
+/// none is known yet. `false` when another echo took it first, so each sent
+/// message accounts for one echo and a human who later types the same
+/// words is still a human.
+pub async fn take_echo(
+    db: &impl GenericClient,
+    action_id: Uuid,
+    pancake_message_id: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let taken = db
+        .execute(
+            "UPDATE message_actions SET pancake_message_id = $2
+              WHERE id = $1 AND pancake_message_id IS NULL",
+            &[&action_id, &pancake_message_id],
+        )
+        .await?;
+    Ok(taken == 1)
 }

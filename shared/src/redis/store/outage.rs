@@ -39,6 +39,16 @@ impl ConversationStore {
         }
     }
 
+    /// Notes a conversation whose pause changed in Postgres while Redis was
+    /// away with no message of its own (a Pancake assignment taken in
+    /// degraded mode): Redis learns the pause on restore.
+    pub fn remember_degraded_pause(&self, conversation: &ConversationId) {
+        let mut remembered = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if remembered.pauses.len() < DEGRADED_MEMORY {
+            remembered.pauses.insert(conversation.clone());
+        }
+    }
+
     /// The conversations whose pause Redis must learn from Postgres before
     /// it admits anything else: empty unless a degraded period just ended
     /// (then the caller looks their pauses up and passes them to
