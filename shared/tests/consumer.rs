@@ -296,6 +296,7 @@ async fn a_failed_delivery_is_retried_by_the_consumer_and_its_retry_count_kept()
         &[
             ("CONSUMER_BLOCK_MS", "20"),
             ("CONSUMER_CLAIM_IDLE_MS", "30"),
+            ("UNKNOWN_OUTCOME_GRACE_MS", "0"),
             ("PANCAKE_BASE_URL", &pancake.url()),
             ("PANCAKE_PAGE_ACCESS_TOKEN", "pt"),
         ],

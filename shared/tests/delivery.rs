@@ -39,6 +39,7 @@ async fn with_pancake(pancake: &PancakeStub, vars: &[(&str, &str)]) -> TestEnv {
         ("CONSUMER_BLOCK_MS", "20"),
         ("CONSUMER_CLAIM_IDLE_MS", "50"),
         ("UNDELIVERED_AFTER_SECONDS", "0"),
+        ("UNKNOWN_OUTCOME_GRACE_MS", "0"),
     ];
     all.extend_from_slice(vars);
     TestEnv::with(&all, None).await
@@ -87,14 +88,15 @@ async fn kill_holder_mid_call(env: &TestEnv, body: Value, started: impl Fn() -> 
 }
 
 /// The dead holder's ownership of its send marks ends (the delivery window,
-/// 50 s with the defaults) — moved into the past instead of waited for.
+/// 50 s with the defaults), and so does an unknown outcome's grace — both
+/// moved into the past instead of waited for.
 async fn end_mark_windows(env: &TestEnv) {
     let mut conn = env.redis().await;
     for key in common::scan_keys(&mut conn, &env.prefix).await {
         if key.contains(":action:") {
             let value: Option<String> = conn.get(&key).await.unwrap();
-            if value.is_some_and(|v| v.starts_with("sending:")) {
-                let _: () = conn.set_ex(&key, "sending:1", 3600).await.unwrap();
+            if let Some(kind) = value.as_deref().and_then(|v| v.split_once(':')).map(|(kind, _)| kind.to_owned()) {
+                let _: () = conn.set_ex(&key, format!("{kind}:1"), 3600).await.unwrap();
             }
         }
     }
@@ -125,6 +127,21 @@ async fn a_send_pancake_took_but_answered_with_an_error_reaches_the_customer_onc
     assert_eq!(pancake.delivered().len(), 1, "the customer got the reply once");
     assert_eq!(pancake.sends(), 1, "never resent: the look-up found it");
     assert_eq!(pancake.lookups(), 1);
+    assert_eq!(statuses(&env, "send_message").await, ["sent"]);
+}
+
+#[tokio::test]
+async fn a_send_of_unknown_outcome_is_not_looked_for_before_its_grace_ends() {
+    let pancake = PancakeStub::start(|n| if n == 0 { Reply::LandThenFail(504) } else { Reply::Accept }).await;
+    let env = with_pancake(&pancake, &[("UNKNOWN_OUTCOME_GRACE_MS", "30000")]).await;
+    env.post(&message("grace", "m1")).await;
+    settle(&env).await;
+    // Pancake may still be working on it: no look-up, no resend, no failure counted.
+    assert_eq!((pancake.lookups(), pancake.sends()), (0, 1));
+    assert_eq!(env.count("SELECT COUNT(*) FROM dead_letters").await, 0);
+    end_mark_windows(&env).await;
+    settle(&env).await;
+    assert_eq!((pancake.lookups(), pancake.sends(), pancake.delivered().len()), (1, 1, 1));
     assert_eq!(statuses(&env, "send_message").await, ["sent"]);
 }
 

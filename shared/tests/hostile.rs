@@ -447,7 +447,11 @@ async fn a_busy_send_mark_never_dead_letters_the_delivery_that_waits_for_it() {
         if n == 0 { common::pancake::Reply::Refuse(503) } else { common::pancake::Reply::Accept }
     })
     .await;
-    let env = with_pancake(&pancake.stub, &[("CONSUMER_MAX_DELIVERIES", "2"), ("CONSUMER_CLAIM_IDLE_MS", "50")]).await;
+    let env = with_pancake(
+        &pancake.stub,
+        &[("CONSUMER_MAX_DELIVERIES", "2"), ("CONSUMER_CLAIM_IDLE_MS", "50"), ("UNKNOWN_OUTCOME_GRACE_MS", "0")],
+    )
+    .await;
     let conversation = common::cid("busy");
     let action_id = uuid::Uuid::new_v4();
     // A holder that died mid-send left its mark; it expires in a second.

@@ -100,6 +100,10 @@ pub struct Config {
     /// One deadline for delivering an answer's actions within the request;
     /// what has not started by then is handed to the consumer.
     pub delivery_budget: Duration,
+    /// How long a send of unknown outcome (a timeout, a 5xx) is left alone
+    /// before its retry looks for it in the conversation: Pancake may still
+    /// be working on it, and a look-up too soon would miss it and resend.
+    pub unknown_outcome_grace: Duration,
     /// Customer messages answered per conversation per window; more are stored, not answered.
     pub rate_limit_conversation_max: u32,
     /// Customer messages answered per page per window (0 = off).
@@ -206,6 +210,7 @@ impl Config {
             context_max_bytes: env.parse_or("CONTEXT_MAX_BYTES", 128 * 1024usize)?,
             max_response_bytes: env.parse_or("MAX_RESPONSE_BYTES", 1024 * 1024usize)?.max(1024),
             delivery_budget: Duration::from_millis(env.parse_or("DELIVERY_BUDGET_MS", 10_000u64)?.max(1)),
+            unknown_outcome_grace: Duration::from_millis(env.parse_or("UNKNOWN_OUTCOME_GRACE_MS", 30_000u64)?),
             rate_limit_conversation_max: env.parse_or("RATE_LIMIT_CONVERSATION_MAX", 30u32)?,
             // Pancake accepts 5 sends per page per second; an answer is one or two.
             rate_limit_page_max: env.parse_or("RATE_LIMIT_PAGE_MAX", 240u32)?,

@@ -2,8 +2,9 @@
 --   'sent'              delivered: record it, never send again
 --   'sending:<ms>'      a delivery owns it until <ms> (epoch ms); past that
 --                       its owner died or hangs and the outcome is unknown
---   'unknown'           a delivery ended without knowing whether it landed
---                       (timeout, 5xx after the request left)
+--   'unknown:<ms>'      a delivery ended without knowing whether it landed
+--                       (timeout, 5xx after the request left); busy until
+--                       <ms>, so Pancake can finish before anyone looks
 --   'free'              released: definitely not delivered (a definite
 --                       failure, or handed off before it started)
 --   'sending'           (before `sending:<ms>`) busy for as long as it lives
@@ -26,11 +27,9 @@ if v == 'sent' then
   return 'sent'
 elseif v == 'free' then
   verdict = 'go'
-elseif v == 'unknown' then
-  verdict = 'unknown'
 elseif v then
-  local owned_until = tonumber(string.match(v, '^sending:(%d+)$'))
-  if owned_until == nil or owned_until > now then
+  local kind, until_ms = string.match(v, '^(%a+):(%d+)$')
+  if kind == nil or tonumber(until_ms) > now then
     return 'busy'
   end
   verdict = 'unknown'

@@ -56,7 +56,8 @@ impl ConversationStore {
             .arg(marks.len())
             .arg(sent_ids.len())
             .arg(SENT_TTL_SECS)
-            .arg(self.dedupe_ttl.as_secs().max(1));
+            .arg(self.dedupe_ttl.as_secs().max(1))
+            .arg(format!("unknown:{}", now_ms().saturating_add(millis(self.unknown_grace))));
         for (_, after) in marks {
             invocation.arg(match after {
                 MarkAfter::Sent => "1",

@@ -153,6 +153,8 @@ pub struct ConversationStore {
     rate_window: Duration,
     /// How long a delivery owns a send mark (`Config::delivery_window`).
     mark_window: Duration,
+    /// How long an `unknown` mark holds off the look-up (`UNKNOWN_OUTCOME_GRACE_MS`).
+    unknown_grace: Duration,
 }
 
 impl std::fmt::Debug for ConversationStore {
@@ -186,6 +188,7 @@ impl ConversationStore {
             page_rate_max: config.rate_limit_page_max,
             rate_window: config.rate_limit_window,
             mark_window: config.delivery_window(),
+            unknown_grace: config.unknown_outcome_grace,
         })
     }
 
