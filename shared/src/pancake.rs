@@ -53,14 +53,11 @@ impl PancakeError {
     }
 }
 
-/// Whether a message is already in the conversation (see [`Pancake::find_sent`]).
+/// A message the page sent with the text looked for (see
+/// [`Pancake::find_sent`]): Pancake's id for it, when it gives one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// The page sent this text; Pancake's id for it when it gives one.
-    Found {
-        message_id: Option<String>,
-    },
-    Absent,
+pub struct Match {
+    pub message_id: Option<String>,
 }
 
 /// A reqwest failure as a Pancake error: a request that could not connect
@@ -123,14 +120,16 @@ impl Pancake {
     /// Looks for `text` among the conversation's newest messages (one page,
     /// the 30 newest) sent by the page at or after `since` (epoch seconds;
     /// a minute of clock skew allowed): how a send whose outcome is unknown
-    /// is settled before anyone resends it. Pancake takes no idempotency key.
+    /// is settled before anyone resends it (Pancake takes no idempotency
+    /// key). Every match, newest first: the caller tells its own send from
+    /// an earlier one with the same words.
     pub async fn find_sent(
         &self,
         page_id: &str,
         conversation_id: &str,
         text: &str,
         since: Option<f64>,
-    ) -> Result<Lookup, PancakeError> {
+    ) -> Result<Vec<Match>, PancakeError> {
         let url = self.url(page_id, conversation_id, "messages")?;
         // `transport`: the URL carries the page token and must not reach a log.
         let response = self.client.get(url).timeout(SEND_TIMEOUT).send().await.map_err(transport)?;
@@ -150,7 +149,7 @@ impl Pancake {
         let messages =
             listing.get("messages").and_then(Value::as_array).ok_or_else(|| unreadable("no messages array"))?;
         let wanted = normalise(text);
-        let found = messages.iter().find(|m| {
+        let found = messages.iter().filter(|m| {
             let from_page = id_of(m.pointer("/from/id")).as_deref() == Some(page_id);
             let same_text = ["original_message", "message"]
                 .iter()
@@ -161,10 +160,7 @@ impl Pancake {
             };
             from_page && same_text && recent
         });
-        Ok(match found {
-            Some(m) => Lookup::Found { message_id: id_of(m.get("id")) },
-            None => Lookup::Absent,
-        })
+        Ok(found.map(|m| Match { message_id: id_of(m.get("id")) }).collect())
     }
 
     /// `{base}/pages/{page}/conversations/{conversation}/{tail}` with the token.

@@ -374,3 +374,17 @@ async fn a_retrying_action_whose_delivery_job_was_lost_is_queued_again_by_the_sw
     assert_eq!(pancake.delivered().len(), 1, "delivered by the job the sweep queued again");
     assert_eq!(statuses(&env, "send_message").await, ["sent"]);
 }
+
+#[tokio::test]
+async fn an_earlier_send_of_the_same_words_is_not_taken_for_a_send_that_never_landed() {
+    let pancake = PancakeStub::start(|n| if n == 1 { Reply::Refuse(503) } else { Reply::Accept }).await;
+    let env = with_pancake(&pancake, &[]).await;
+    env.post(&message("same-words", "m1")).await;
+    drain(&env.consumer().await).await; // the first send and its Pancake id reach Postgres
+    env.post(&message("same-words", "m2")).await;
+    settle(&env).await;
+    let delivered = pancake.delivered();
+    assert_eq!(delivered.len(), 2, "the second reply reached the customer: {delivered:?}");
+    assert_eq!(delivered[0], delivered[1], "the same words twice (the case under test)");
+    assert_eq!(statuses(&env, "send_message").await, ["sent", "sent"]);
+}

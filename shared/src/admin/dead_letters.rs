@@ -119,6 +119,10 @@ pub async fn replay(app: &App, id: &str) -> Result<Response<Bytes>, AppError> {
         AppError::Conflict(format!("dead letter {id} cannot be replayed: its conversation_id is not a valid id"))
     })?;
 
+    // A delivery replayed days later may find its send mark gone (kept 7
+    // days): its outcome is then unknown, so it looks before it sends.
+    let payload = &unsure_delivery(kind, payload);
+
     let Some(marked_at) = rows::mark_replayed(&**client, id, STALE_REPLAY_SECS).await? else {
         return Err(AppError::Conflict(format!("dead letter {id} was already replayed")));
     };
@@ -152,4 +156,34 @@ pub async fn replay(app: &App, id: &str) -> Result<Response<Bytes>, AppError> {
             "replayed_at": marked_at,
         }),
     ))
+}
+
+/// A `deliver_action` payload marked `holder_may_have_sent` (any other job
+/// as it is).
+fn unsure_delivery(kind: &str, payload: &str) -> String {
+    if kind != crate::jobs::DELIVER_ACTION {
+        return payload.to_owned();
+    }
+    match serde_json::from_str::<crate::jobs::DeliverAction>(payload) {
+        Ok(mut job) => {
+            job.holder_may_have_sent = true;
+            serde_json::to_string(&job).unwrap_or_else(|_| payload.to_owned())
+        }
+        Err(_) => payload.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_delivery_looks_before_it_sends_and_other_jobs_are_untouched() {
+        let job = serde_json::json!({"response_id": uuid::Uuid::nil(), "conversation_id": "c", "page_id": "p",
+            "fence": 1, "attempt": 3, "action": {"action_id": uuid::Uuid::nil(), "type": "send_message", "data": {}}});
+        let replayed: serde_json::Value =
+            serde_json::from_str(&unsure_delivery(crate::jobs::DELIVER_ACTION, &job.to_string())).unwrap();
+        assert_eq!(replayed["holder_may_have_sent"], true);
+        assert_eq!(unsure_delivery("persist_message", "{\"x\":1}"), "{\"x\":1}");
+    }
 }

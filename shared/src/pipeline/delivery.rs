@@ -15,7 +15,8 @@ use crate::{
     domain::{ActionStatus, ConversationId},
     integrations::is_safe_method,
     jobs::{self, ActionResult, ActionResults, DeliverAction},
-    pancake::{Lookup, PancakeError},
+    pancake::{Match, PancakeError},
+    postgres::echoes,
     redis::MarkAfter,
 };
 
@@ -216,16 +217,14 @@ pub async fn execute_unsure(
         && app.pancake.enabled()
     {
         let lookup = app.pancake.find_sent(page, conversation.as_str(), &text, answered_at).await;
-        match lookup.map_err(|e| format!("could not look for the message in Pancake: {e}"))? {
-            Lookup::Found { message_id } => {
-                tracing::info!(conversation_id = %conversation, action_id = %action.action_id,
-                    "a send of unknown outcome had landed: recorded, not resent");
-                let mut result = blank_result(action, attempt);
-                result.status = ActionStatus::Sent;
-                result.pancake_message_id = message_id;
-                return Ok(result);
-            }
-            Lookup::Absent => {}
+        let matches = lookup.map_err(|e| format!("could not look for the message in Pancake: {e}"))?;
+        if let Some(found) = own_send(app, conversation, action, matches).await? {
+            tracing::info!(conversation_id = %conversation, action_id = %action.action_id,
+                "a send of unknown outcome had landed: recorded, not resent");
+            let mut result = blank_result(action, attempt);
+            result.status = ActionStatus::Sent;
+            result.pancake_message_id = found.message_id;
+            return Ok(result);
         }
     }
     if action.action_type == "execute_api" && !is_safe_method(&integration_method(action)) {
@@ -237,6 +236,30 @@ pub async fn execute_unsure(
         return Ok(result);
     }
     Ok(execute(app, conversation, page_id, action, attempt).await)
+}
+
+/// Which of the look-up's matches is this action's send: the newest one not
+/// known (in Postgres) as another action's. A match without an id cannot be
+/// told apart and counts as ours: never resend what may have landed.
+async fn own_send(
+    app: &App,
+    conversation: &ConversationId,
+    action: &Action,
+    matches: Vec<Match>,
+) -> Result<Option<Match>, String> {
+    if matches.is_empty() {
+        return Ok(None);
+    }
+    let unchecked = |e: &dyn std::fmt::Display| format!("could not check the look-up against Postgres: {e}");
+    let client = app.db.get().await.map_err(|e| unchecked(&e))?;
+    for found in matches {
+        let Some(id) = found.message_id.as_deref() else { return Ok(Some(found)) };
+        let another = echoes::sent_by_another(&**client, conversation.as_str(), id, action.action_id).await;
+        if !another.map_err(|e| unchecked(&e))? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// An `execute_api` action's HTTP method (GET unless it says otherwise).

@@ -18,8 +18,8 @@ pub struct Sent {
     pub pancake_message_id: Option<String>,
 }
 
-/// The conversation's actions of the last `window_secs`, oldest first (at
-/// most 100: one conversation's sends in an hour).
+/// The conversation's actions of the last `window_secs` that may have been
+/// sent, oldest first (at most 100: one conversation's sends in an hour).
 pub async fn recent_sends(
     db: &impl GenericClient,
     conversation_id: &str,
@@ -29,6 +29,8 @@ pub async fn recent_sends(
         .query(
             "SELECT id, action_type, action_data, pancake_message_id FROM message_actions
               WHERE conversation_id = $1 AND created_at > now() - make_interval(secs => $2)
+                -- Only what may have reached Pancake: not `failed`, `not_sent`, `done`.
+                AND status IN ('pending', 'retrying', 'sent', 'unknown')
               ORDER BY created_at LIMIT 100",
             &[&conversation_id, &window_secs],
         )
@@ -66,4 +68,23 @@ pub async fn take_echo(
         )
         .await?;
     Ok(taken == 1)
+}
+
+/// Whether Pancake's message `pancake_message_id` is known as the send of
+/// another action than `action_id` (a look-up for one send must not take an
+/// earlier send of the same words for it).
+pub async fn sent_by_another(
+    db: &impl GenericClient,
+    conversation_id: &str,
+    pancake_message_id: &str,
+    action_id: Uuid,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM message_actions
+                             WHERE conversation_id = $1 AND pancake_message_id = $2 AND id <> $3)",
+            &[&conversation_id, &pancake_message_id, &action_id],
+        )
+        .await?;
+    Ok(row.get(0))
 }

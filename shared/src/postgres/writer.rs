@@ -326,8 +326,12 @@ async fn write_answers(
         // A results entry may have been written first (another consumer, an
         // earlier batch): then only the action's data is filled in.
         db.execute(
-            "INSERT INTO message_actions AS m (id, response_id, conversation_id, action_type, action_data, status, last_error)
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[])
+            // Dated by the clock, not the transaction's start: a degraded
+            // answer's transaction spans its AI call, and the sweep must
+            // not find its actions old while their holder still delivers.
+            "INSERT INTO message_actions AS m (id, response_id, conversation_id, action_type, action_data, status, last_error,
+                                               created_at)
+             SELECT *, clock_timestamp() FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[])
               ORDER BY 1
              ON CONFLICT (id) DO UPDATE SET action_data = EXCLUDED.action_data, response_id = EXCLUDED.response_id
               WHERE m.action_data = '{}'::jsonb",
