@@ -148,12 +148,13 @@ impl Pancake {
         }
         let messages =
             listing.get("messages").and_then(Value::as_array).ok_or_else(|| unreadable("no messages array"))?;
-        let wanted = normalise(text);
+        let wanted = collapse(text);
         let found = messages.iter().filter(|m| {
             let from_page = id_of(m.pointer("/from/id")).as_deref() == Some(page_id);
-            let same_text = ["original_message", "message"]
-                .iter()
-                .any(|field| m.get(*field).and_then(Value::as_str).is_some_and(|t| normalise(t) == wanted));
+            // The raw text as it is; the rendered one without its markup.
+            let raw = m.get("original_message").and_then(Value::as_str).is_some_and(|t| collapse(t) == wanted);
+            let rendered = m.get("message").and_then(Value::as_str).is_some_and(|t| plain(t) == wanted);
+            let same_text = raw || rendered;
             let recent = match (since, m.get("inserted_at").and_then(Value::as_str).and_then(parse_utc)) {
                 (Some(since), Some(at)) => at >= since - 60.0,
                 _ => true,
@@ -217,31 +218,33 @@ fn id_of(id: Option<&Value>) -> Option<String> {
     }
 }
 
-/// A message's text as compared by [`Pancake::find_sent`]: HTML tags
-/// (Pancake renders `message`, e.g. `<div>…</div>`) and a few entities
-/// removed, whitespace collapsed.
-fn normalise(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut in_tag = false;
-    for c in text.chars() {
-        match c {
-            '<' => in_tag = true,
-            // A tag reads as a space (`<br>` between lines).
-            '>' if in_tag => {
-                in_tag = false;
-                plain.push(' ');
+/// A text with its whitespace collapsed, as [`Pancake::find_sent`] compares.
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Pancake's rendered `message` (e.g. `<div>…</div>`) as plain text: tags
+/// (a `<` followed by a letter, `/` or `!`) read as a space, a few entities
+/// decoded, whitespace collapsed. A `<` that starts no tag (`<3`, `< 500k`)
+/// is text.
+fn plain(html: &str) -> String {
+    let mut text = String::with_capacity(html.len());
+    let mut chars = html.chars().peekable();
+    while let Some(c) = chars.next() {
+        let starts_tag = c == '<' && chars.peek().is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!'));
+        if starts_tag {
+            for t in chars.by_ref() {
+                if t == '>' {
+                    break;
+                }
             }
-            _ if !in_tag => plain.push(c),
-            _ => {}
+            text.push(' ');
+        } else {
+            text.push(c);
         }
     }
-    let plain = plain
-        .replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&");
-    plain.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = text.replace("&nbsp;", " ").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"");
+    collapse(&text.replace("&#39;", "'").replace("&amp;", "&"))
 }
 
 #[cfg(test)]
@@ -250,10 +253,11 @@ mod tests {
 
     #[test]
     fn rendered_and_raw_texts_compare_equal() {
-        assert_eq!(normalise("<div>Dạ  còn hàng ạ</div>"), normalise("Dạ còn hàng ạ"));
-        assert_eq!(normalise("1 &lt; 2 &amp; 3"), "1 < 2 & 3");
-        assert_eq!(normalise("a\n1. M\n2. L"), "a 1. M 2. L");
-        assert_eq!(normalise("a<br>1. M<br/>2. L"), "a 1. M 2. L");
-        assert_ne!(normalise("x"), normalise("x z"));
+        assert_eq!(plain("<div>Dạ  còn hàng ạ</div>"), collapse("Dạ còn hàng ạ"));
+        assert_eq!(plain("1 &lt; 2 &amp; 3"), "1 < 2 & 3");
+        assert_eq!(plain("a<br>1. M<br/>2. L"), collapse("a\n1. M\n2. L"));
+        assert_eq!(plain("Cảm ơn <3"), "Cảm ơn <3");
+        assert_eq!(plain("giá < 500k, còn <b>2</b> cái"), "giá < 500k, còn 2 cái");
+        assert_ne!(plain("Cảm ơn <3 nhé"), plain("Cảm ơn <3"));
     }
 }

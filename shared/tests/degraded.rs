@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestEnv, message};
+use common::{TestEnv, message, redis_server::RedisServer};
 use http::{HeaderMap, Method, Request, StatusCode};
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -145,39 +142,6 @@ async fn with_redis_and_postgres_both_down_the_request_gets_503_and_nothing_is_w
     assert_eq!(headers.get("retry-after").unwrap(), "5");
     assert_eq!(value["error"]["message"], "storage (redis and postgres) is unavailable");
     assert_eq!(env.pg_counts().await, before);
-}
-
-/// A throwaway `redis-server` on a spare loopback port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    async fn start(port: u16) -> Self {
-        let server = Self {
-            child: Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-            port,
-        };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start on {port}");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
@@ -345,4 +309,31 @@ async fn in_degraded_mode_a_rate_limited_message_asks_for_a_resend_which_is_answ
     assert_eq!(env.count("SELECT COUNT(*) FROM ai_responses WHERE 'm2' = ANY(covered_message_ids)").await, 1);
     let (_, _, late) = post(&env.app, &message("rl", "m2", "giá bao nhiêu?", 2.0)).await;
     assert_eq!(late["result"]["status"], "duplicate");
+}
+
+#[tokio::test]
+async fn a_message_rate_limited_in_degraded_mode_is_answered_when_resent_after_redis_returns() {
+    let port = RedisServer::spare_port();
+    let server = RedisServer::start(port).await;
+    let env = TestEnv::with(
+        &[
+            ("REDIS_URL", &server.url()),
+            ("REDIS_BREAKER_FAILURES", "1"),
+            ("REDIS_BREAKER_COOLDOWN_MS", "300"),
+            ("RATE_LIMIT_CONVERSATION_MAX", "1"),
+        ],
+        None,
+    )
+    .await;
+    drop(server);
+    trip(&env.app, &message("rl-back", "m1", "xin chào", 1.0)).await;
+    let (status, _, limited) = post(&env.app, &message("rl-back", "m2", "giá bao nhiêu?", 2.0)).await;
+    assert_eq!((status, limited["result"]["resend"].clone()), (StatusCode::ACCEPTED, true.into()), "{limited}");
+    // Redis is back: the resend is admitted there, not taken for a duplicate.
+    let server = RedisServer::start(port).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, _, resent) = post(&env.app, &message("rl-back", "m2", "giá bao nhiêu?", 2.0)).await;
+    assert_eq!(resent["result"]["status"], "completed", "{resent}");
+    assert_eq!(resent["result"]["storage_backend"], "Redis");
+    drop(server);
 }

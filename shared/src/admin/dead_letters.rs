@@ -165,11 +165,13 @@ fn unsure_delivery(kind: &str, payload: &str) -> String {
         return payload.to_owned();
     }
     match serde_json::from_str::<crate::jobs::DeliverAction>(payload) {
-        Ok(mut job) => {
+        // Only a message can be looked for; an unsafe call would be recorded
+        // `unknown` and never run, even if it never ran.
+        Ok(mut job) if job.action.customer_text().is_some() => {
             job.holder_may_have_sent = true;
             serde_json::to_string(&job).unwrap_or_else(|_| payload.to_owned())
         }
-        Err(_) => payload.to_owned(),
+        _ => payload.to_owned(),
     }
 }
 
@@ -180,7 +182,7 @@ mod tests {
     #[test]
     fn a_replayed_delivery_looks_before_it_sends_and_other_jobs_are_untouched() {
         let job = serde_json::json!({"response_id": uuid::Uuid::nil(), "conversation_id": "c", "page_id": "p",
-            "fence": 1, "attempt": 3, "action": {"action_id": uuid::Uuid::nil(), "type": "send_message", "data": {}}});
+            "fence": 1, "attempt": 3, "action": {"action_id": uuid::Uuid::nil(), "type": "send_message", "data": {"message": "hi"}}});
         let replayed: serde_json::Value =
             serde_json::from_str(&unsure_delivery(crate::jobs::DELIVER_ACTION, &job.to_string())).unwrap();
         assert_eq!(replayed["holder_may_have_sent"], true);

@@ -254,9 +254,16 @@ impl Config {
     /// sends (a message) or records `unknown` (an unsafe integration call).
     /// 50 s with the defaults, well inside the sweep's `UNDELIVERED_AFTER_SECONDS`.
     pub fn delivery_window(&self) -> Duration {
+        self.delivery_time() + DELIVERY_RECORD_MARGIN
+    }
+
+    /// How long delivering an answer can take at worst: the delivery budget,
+    /// then the slowest call that may still be in flight (Pancake's or an
+    /// integration's timeout).
+    pub fn delivery_time(&self) -> Duration {
         let slowest_integration =
             self.integrations.values().map(|i| Duration::from_secs_f64(i.timeout_seconds)).max().unwrap_or_default();
-        self.delivery_budget + PANCAKE_CALL_TIMEOUT.max(slowest_integration) + DELIVERY_RECORD_MARGIN
+        self.delivery_budget + PANCAKE_CALL_TIMEOUT.max(slowest_integration)
     }
 }
 

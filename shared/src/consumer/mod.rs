@@ -249,8 +249,16 @@ impl Consumer {
         if let Ok(mut last) = self.last_sweep.lock() {
             *last = None;
         }
-        // The invocation's real end: a re-drive's AI rounds respect it.
-        crate::deadline::within(Some(Instant::now() + remaining), self.run_until(deadline)).await
+        // The invocation's real end (none from a local emulator): a
+        // re-drive's AI rounds respect it.
+        let real_end = crate::deadline::from_epoch_ms(deadline_epoch_ms, now_ms());
+        if real_end.is_some() && remaining < crate::pipeline::min_round_time(&self.app) {
+            tracing::warn!(
+                remaining_ms = remaining.as_millis() as u64,
+                "the invocation is shorter than one answering round: no conversation is answered in it"
+            );
+        }
+        crate::deadline::within(real_end, self.run_until(deadline)).await
     }
 
     /// Runs until `shutdown` resolves (continuous mode).

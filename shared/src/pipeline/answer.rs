@@ -13,7 +13,6 @@ use crate::{
     ai::{self, AiRequest},
     cache::CacheKind,
     clock::{now_epoch_seconds, round_ms},
-    config::PANCAKE_CALL_TIMEOUT,
     domain::{ActionStatus, Assistant, ContextEntry, ConversationId, Snapshot},
     jobs::{ActionJob, AiResponseView, PersistAnswer},
     pancake::PancakeError,
@@ -107,9 +106,10 @@ pub(super) async fn draft(
 
 /// What a round needs after its AI call, before the invocation's deadline
 /// (see `crate::deadline`): delivery (its budget and the slowest call it
-/// may leave in flight) and a margin for the store steps.
+/// may leave in flight, `Config::delivery_time`) and a margin for the
+/// store steps.
 pub(super) fn delivery_tail(app: &App) -> Duration {
-    app.config.delivery_budget + PANCAKE_CALL_TIMEOUT + Duration::from_secs(2)
+    app.config.delivery_time() + Duration::from_secs(2)
 }
 
 /// The least AI time a round is started with: a round that cannot give the

@@ -88,7 +88,11 @@ pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, App
     for id in covered.iter().filter_map(|id| MessageId::parse(id).ok()) {
         app.store.remember_degraded(&message.conversation_id, &id, true);
     }
-    if !covered.iter().any(|id| id == message.message_id.as_str()) {
+    // A rate-limited message is not remembered: its sender was told to
+    // resend, and a dedupe mark in Redis would turn that resend into a
+    // `duplicate` once Redis is back.
+    let limited = matches!(outcome, Outcome::RateLimited { .. });
+    if !limited && !covered.iter().any(|id| id == message.message_id.as_str()) {
         app.store.remember_degraded(&message.conversation_id, &message.message_id, false);
     }
     Ok(outcome)

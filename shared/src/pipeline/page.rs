@@ -24,13 +24,12 @@ const ECHO_WINDOW_SECS: f64 = 3_600.0;
 /// as numbered text). `Err` only when Postgres cannot say.
 pub async fn is_echo_in_postgres(app: &App, message: &IncomingMessage) -> Result<bool, AppError> {
     let client = app.db.get().await?;
-    let id = message.message_id.as_str();
-    let sends = echoes::recent_sends(&**client, message.conversation_id.as_str(), ECHO_WINDOW_SECS).await?;
-    if sends.iter().any(|sent| sent.pancake_message_id.as_deref() == Some(id)) {
+    let (conversation, id) = (message.conversation_id.as_str(), message.message_id.as_str());
+    if echoes::is_known_message(&**client, conversation, id).await? {
         return Ok(true);
     }
     let text = message.message_content.trim();
-    for sent in sends.iter().filter(|sent| sent.pancake_message_id.is_none()) {
+    for sent in echoes::unaccounted_sends(&**client, conversation, ECHO_WINDOW_SECS).await? {
         if sent.action.customer_text().is_some_and(|t| t.trim() == text)
             && echoes::take_echo(&**client, sent.action.action_id, id).await?
         {

@@ -43,7 +43,9 @@ pub async fn readmit(
 ) -> Result<bool, tokio_postgres::Error> {
     let updated = db
         .execute(
-            "UPDATE messages SET admit_outcome = 'admitted'
+            // Dated now: it is owed from now (the degraded holder answers
+            // only messages of the last hour).
+            "UPDATE messages SET admit_outcome = 'admitted', created_at = clock_timestamp()
               WHERE conversation_id = $1 AND message_id = $2 AND admit_outcome = 'rate_limited'",
             &[&conversation, &message_id],
         )

@@ -27,6 +27,8 @@ if v == 'sent' then
   return 'sent'
 elseif v == 'free' then
   verdict = 'go'
+elseif v == 'unknown' then
+  verdict = 'unknown'
 elseif v then
   local kind, until_ms = string.match(v, '^(%a+):(%d+)$')
   if kind == nil or tonumber(until_ms) > now then
