@@ -5,7 +5,8 @@
 //! the scheduled `background-consumer` Lambda does in the cloud).
 //!
 //! Wiring only, like a function's `main.rs`; it binds loopback unless
-//! `GATEWAY_BIND` says otherwise. `local-gateway migrate` applies the
+//! `GATEWAY_BIND` (or seed 001's `API_HOST`) says otherwise; the port is
+//! `PORT` (or `API_PORT`). `local-gateway migrate` applies the
 //! migrations and exits (scripts and deploy steps use it); `local-gateway
 //! consume` runs only the consumer, as a process of its own.
 
@@ -23,8 +24,11 @@ use switchboard::{App, Config, consumer::Consumer, http::SourceIp, telemetry};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init();
     let config = Config::from_env()?;
-    let port: u16 = std::env::var("PORT").ok().map(|p| p.parse()).transpose()?.unwrap_or(8000);
-    let bind = std::env::var("GATEWAY_BIND").unwrap_or_else(|_| "127.0.0.1".into());
+    // Seed 001 names the address `API_HOST` / `API_PORT`; `PORT` and
+    // `GATEWAY_BIND` (what the scripts set) win when both are given.
+    let setting = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
+    let port: u16 = setting(["PORT", "API_PORT"]).map(|p| p.parse()).transpose()?.unwrap_or(8000);
+    let bind = setting(["GATEWAY_BIND", "API_HOST"]).unwrap_or_else(|| "127.0.0.1".into());
     let app = App::build(config)?;
     app.migrate().await?;
     match std::env::args().nth(1).as_deref() {

@@ -46,7 +46,7 @@ async fn refused(app: &App, request: &Request<Bytes>, reason: crate::error::Auth
 
 /// The family a path belongs to (a bounded set of labels for the counter).
 fn route_family(path: &str) -> &'static str {
-    if path.starts_with("/api/v1/admin") {
+    if path.starts_with("/api/v1/admin") || path.starts_with("/admin/") {
         "admin"
     } else if path.starts_with("/api/cache") {
         "cache"
@@ -76,6 +76,11 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
         }
         (["api", "v1", "pancake", "webhook"], &Method::POST) => crate::webhook::pancake_webhook(app, request).await,
         (["openapi.json"], &Method::GET) => Ok(json_response(StatusCode::OK, &crate::openapi::document())),
+        // Seed 001 also names the cleanup route without the `/api/v1` prefix.
+        (["admin", "system", "cleanup"], &Method::POST) => {
+            admin(app)?;
+            admin::control::cleanup(app, request).await
+        }
         (["api", "v1", "admin", rest @ ..], _) => {
             admin(app)?;
             match (rest, method) {

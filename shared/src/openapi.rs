@@ -18,6 +18,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/conversations/{id}/cancel"),
     ("POST", "/api/v1/admin/conversations/{id}/resume"),
     ("POST", "/api/v1/admin/system/cleanup"),
+    ("POST", "/admin/system/cleanup"),
     ("GET", "/api/v1/admin/assistants/{id}"),
     ("PUT", "/api/v1/admin/assistants/{id}"),
     ("DELETE", "/api/v1/admin/assistants/{id}"),
@@ -42,7 +43,7 @@ fn ok(description: &str) -> Value {
 
 /// Request body, security and summary of one route.
 fn operation(method: &str, path: &str) -> Value {
-    let admin = path.starts_with("/api/v1/admin") || path.starts_with("/api/cache");
+    let admin = path.starts_with("/api/v1/admin") || path.starts_with("/admin/") || path.starts_with("/api/cache");
     let mut op = json!({
         "operationId": format!("{}{}", method.to_lowercase(), path.replace(['/', '{', '}', '-'], "_")),
         "responses": {
@@ -81,8 +82,8 @@ fn operation(method: &str, path: &str) -> Value {
                 json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
             ],
         ),
-        ("POST", "/api/v1/admin/system/cleanup") => (
-            "Drop old conversation state from Redis",
+        ("POST", "/api/v1/admin/system/cleanup" | "/admin/system/cleanup") => (
+            "Drop old conversation state from Redis (also at seed 001's `/admin/system/cleanup`)",
             None,
             vec![
                 json!({"name": "max_age_hours", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 8760}}),

@@ -304,6 +304,19 @@ async fn cleanup_removes_only_redis_state_older_than_the_cutoff() {
 }
 
 #[tokio::test]
+async fn the_cleanup_route_also_answers_at_seed_001s_path_with_the_same_token() {
+    let env = env(&[]).await;
+    env.post(&message("old", "m1", "xin chào", 1.0)).await;
+    let mut conn = env.redis().await;
+    let _: () = conn.hset(env.keys().conversation(&common::cid("old")).state(), "updated_ms", 1_000).await.unwrap();
+    let (code, _) = call(&env.app, Method::POST, "/admin/system/cleanup?max_age_hours=1", None, None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, body) = admin(&env.app, Method::POST, "/admin/system/cleanup?max_age_hours=1", None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["conversations_removed"], 1);
+}
+
+#[tokio::test]
 async fn a_message_admitted_right_after_cleanup_removed_its_conversation_keeps_its_owed_index_entry() {
     let env = env(&[]).await;
     // Answered: nothing owed, no lock, so cleanup may remove it.
