@@ -106,6 +106,11 @@ impl std::fmt::Display for IntegrationError {
     }
 }
 
+/// An `execute_api` action's HTTP method, upper-cased (`GET` unless it says otherwise).
+pub fn method_of(data: &Map<String, Value>) -> String {
+    data.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase()
+}
+
 /// Whether `method` may be repeated without a second effect.
 pub fn is_safe_method(method: &str) -> bool {
     matches!(method.to_ascii_uppercase().as_str(), "GET" | "HEAD" | "OPTIONS")
@@ -154,7 +159,7 @@ impl Integrations {
     pub async fn execute(&self, data: &Map<String, Value>) -> Result<Value, IntegrationError> {
         let name = data.get("integration").and_then(Value::as_str).ok_or("data.integration is required")?;
         let integration = self.get(name)?;
-        let method = data.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
+        let method = method_of(data);
         if !matches!(method.as_str(), "GET" | "POST") {
             return Err(format!("method {method} is not allowed (GET or POST)").into());
         }

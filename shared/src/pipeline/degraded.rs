@@ -75,12 +75,7 @@ const OWED_HORIZON_SECS: f64 = 3_600.0;
 pub async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
     // Postgres failing too is the "both down" case: say so, and the 503
     // carries Retry-After; nothing was written.
-    let outcome = answer_from_postgres(app, message).await.map_err(|err| match err {
-        AppError::Unavailable { dependency: "postgres" } => {
-            AppError::Unavailable { dependency: "storage (redis and postgres)" }
-        }
-        other => other,
-    })?;
+    let outcome = answer_from_postgres(app, message).await.map_err(both_down)?;
     let covered: &[String] = match &outcome {
         Outcome::Completed(answered) => &answered.covered_message_ids,
         _ => &[],
@@ -121,6 +116,16 @@ pub async fn restore_redis(app: &App) {
         }
     }
     app.store.restore_after_outage(&pauses).await;
+}
+
+/// Postgres unavailable on the degraded path means both stores are down.
+pub(super) fn both_down(err: AppError) -> AppError {
+    match err {
+        AppError::Unavailable { dependency: "postgres" } => {
+            AppError::Unavailable { dependency: "storage (redis and postgres)" }
+        }
+        other => other,
+    }
 }
 
 async fn answer_from_postgres(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {

@@ -13,7 +13,7 @@ use crate::{
     actions::Action,
     clock::{elapsed_ms, now_epoch_seconds},
     domain::{ActionStatus, ConversationId},
-    integrations::is_safe_method,
+    integrations::{is_safe_method, method_of},
     jobs::{self, ActionResult, ActionResults, DeliverAction},
     pancake::{Match, PancakeError},
     postgres::echoes,
@@ -227,7 +227,7 @@ pub async fn execute_unsure(
             return Ok(result);
         }
     }
-    if action.action_type == "execute_api" && !is_safe_method(&integration_method(action)) {
+    if action.action_type == "execute_api" && !is_safe_method(&method_of(&action.data)) {
         let mut result = blank_result(action, attempt);
         result.status = ActionStatus::Unknown;
         result.error = Some("the call may have run already (its outcome is unknown): not repeated".into());
@@ -260,11 +260,6 @@ async fn own_send(
         }
     }
     Ok(None)
-}
-
-/// An `execute_api` action's HTTP method (GET unless it says otherwise).
-fn integration_method(action: &Action) -> String {
-    action.data.get("method").and_then(serde_json::Value::as_str).unwrap_or("GET").to_ascii_uppercase()
 }
 
 /// A result with nothing happened yet (`done`, no error), to fill in.
@@ -326,7 +321,7 @@ pub async fn execute(
                     }
                     // An unsafe call that may have run is never repeated:
                     // `unknown`, for operators. A safe one may be retried.
-                    Err(error) if error.outcome_unknown && !is_safe_method(&integration_method(action)) => {
+                    Err(error) if error.outcome_unknown && !is_safe_method(&method_of(&action.data)) => {
                         tracing::error!(conversation_id = %conversation, action_id = %action.action_id,
                             error = %error, "integration call of unknown outcome: recorded for operators");
                         result.status = ActionStatus::Unknown;

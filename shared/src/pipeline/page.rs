@@ -5,7 +5,10 @@
 //! Postgres (`message_actions` holds Pancake's ids and the texts), so the
 //! bot's own message never passes for a human taking over.
 
-use super::{Outcome, degraded};
+use super::{
+    Outcome,
+    degraded::{self, both_down},
+};
 use crate::{
     App,
     domain::{ConversationId, IncomingMessage},
@@ -30,8 +33,8 @@ pub async fn is_echo_in_postgres(app: &App, message: &IncomingMessage) -> Result
     }
     let text = message.message_content.trim();
     for sent in echoes::unaccounted_sends(&**client, conversation, ECHO_WINDOW_SECS).await? {
-        if sent.action.customer_text().is_some_and(|t| t.trim() == text)
-            && echoes::take_echo(&**client, sent.action.action_id, id).await?
+        if sent.customer_text().is_some_and(|t| t.trim() == text)
+            && echoes::take_echo(&**client, sent.action_id, id).await?
         {
             return Ok(true);
         }
@@ -74,13 +77,4 @@ pub async fn degraded_update(app: &App, update: &UpdateConversation) -> Result<(
         app.store.remember_degraded_pause(&conversation);
     }
     Ok(())
-}
-
-fn both_down(err: AppError) -> AppError {
-    match err {
-        AppError::Unavailable { dependency: "postgres" } => {
-            AppError::Unavailable { dependency: "storage (redis and postgres)" }
-        }
-        other => other,
-    }
 }

@@ -12,13 +12,6 @@ use uuid::Uuid;
 
 use crate::actions::Action;
 
-/// One thing the bot sent (or was about to send) in a conversation, that
-/// no echo or id accounts for yet.
-#[derive(Debug, Clone)]
-pub struct Sent {
-    pub action: Action,
-}
-
 /// Whether Pancake's message id is known in this conversation: the id of a
 /// send (its reply or a look-up) or of an echo taken before.
 pub async fn is_known_message(
@@ -43,7 +36,7 @@ pub async fn unaccounted_sends(
     db: &impl GenericClient,
     conversation_id: &str,
     window_secs: f64,
-) -> Result<Vec<Sent>, tokio_postgres::Error> {
+) -> Result<Vec<Action>, tokio_postgres::Error> {
     let rows = db
         .query(
             "SELECT id, action_type, action_data FROM message_actions
@@ -60,12 +53,10 @@ pub async fn unaccounted_sends(
         .into_iter()
         .map(|row| {
             let data: Value = row.get(2);
-            Sent {
-                action: Action {
-                    action_id: row.get(0),
-                    action_type: row.get(1),
-                    data: data.as_object().cloned().unwrap_or_default(),
-                },
+            Action {
+                action_id: row.get(0),
+                action_type: row.get(1),
+                data: data.as_object().cloned().unwrap_or_default(),
             }
         })
         .collect())
