@@ -8,7 +8,10 @@
 //! `GATEWAY_BIND` (or seed 001's `API_HOST`) says otherwise; the port is
 //! `PORT` (or `API_PORT`). `local-gateway migrate` applies the
 //! migrations and exits (scripts and deploy steps use it); `local-gateway
-//! consume` runs only the consumer, as a process of its own.
+//! consume` runs only the consumer, as a process of its own. Webhook
+//! messages are handed to tasks of the gateway itself (`HANDOFF=inline`,
+//! the default here), as `handle-message` hands them to the
+//! `process-conversation` Lambda in the cloud.
 
 use std::net::SocketAddr;
 
@@ -18,18 +21,33 @@ use axum::{
     extract::{ConnectInfo, State},
     response::IntoResponse,
 };
-use switchboard::{App, Config, consumer::Consumer, http::SourceIp, telemetry};
+use switchboard::{
+    App, Config, config::HandoffConfig, consumer::Consumer, handoff::Handoff, http::SourceIp, telemetry,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
     // Seed 001 names the address `API_HOST` / `API_PORT`; `PORT` and
     // `GATEWAY_BIND` (what the scripts set) win when both are given.
     let setting = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
     let port: u16 = setting(["PORT", "API_PORT"]).map(|p| p.parse()).transpose()?.unwrap_or(8000);
     let bind = setting(["GATEWAY_BIND", "API_HOST"]).unwrap_or_else(|| "127.0.0.1".into());
-    let app = App::build(config)?;
+    // The gateway hands webhook messages to its own tasks (what the
+    // `process-conversation` Lambda does in the cloud) unless `HANDOFF`
+    // says otherwise.
+    if std::env::var_os("HANDOFF").is_none() {
+        config.handoff = HandoffConfig::Inline;
+    }
+    let mut app = App::build(config)?;
+    let inline = if app.config.handoff == HandoffConfig::Inline {
+        let (handoff, jobs) = Handoff::inline();
+        app.handoff = handoff;
+        Some(jobs)
+    } else {
+        None
+    };
     app.migrate().await?;
     match std::env::args().nth(1).as_deref() {
         Some("migrate") => {
@@ -44,6 +62,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => {}
     }
     tokio::spawn(consume(app.clone()));
+    if let Some(jobs) = inline {
+        tokio::spawn(switchboard::pipeline::handoff::serve_inline(app.clone(), jobs));
+    }
     let router = Router::new().fallback(serve).with_state(app);
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
     tracing::info!(address = %listener.local_addr()?, "local gateway listening");

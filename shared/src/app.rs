@@ -10,6 +10,7 @@ use crate::{
     ai::{self, AiProvider},
     cache::Cache,
     config::Config,
+    handoff::Handoff,
     integrations::Integrations,
     pancake::Pancake,
     postgres::{self, AssistantDirectory, DbError},
@@ -36,6 +37,8 @@ pub struct App {
     pub integrations: Integrations,
     pub ai: Arc<dyn AiProvider>,
     pub pancake: Pancake,
+    /// Where webhook messages are handed to be answered at once.
+    pub handoff: Handoff,
     /// The one outbound HTTP client (pooled connections), shared by the AI
     /// provider, Pancake, the integrations and the health probe.
     pub http: reqwest::Client,
@@ -67,6 +70,7 @@ impl App {
             assistants: Arc::new(AssistantDirectory::new(db.clone(), cache.clone())),
             cache,
             pancake: Pancake::new(&config, http.clone()),
+            handoff: Handoff::from_config(&config.handoff),
             http,
             config: Arc::new(config),
             store,

@@ -26,6 +26,12 @@ pub async fn within<F: Future>(deadline: Option<Instant>, work: F) -> F::Output 
     }
 }
 
+/// The invocation's deadline, to carry into a task spawned for it (a
+/// task-local does not follow `tokio::spawn`).
+pub fn current() -> Option<Instant> {
+    DEADLINE.try_with(|deadline| *deadline).ok()
+}
+
 /// Time left before the invocation's deadline; `None` when there is none.
 pub fn remaining() -> Option<Duration> {
     DEADLINE.try_with(|deadline| deadline.saturating_duration_since(Instant::now())).ok()

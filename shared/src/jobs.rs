@@ -149,8 +149,13 @@ pub struct Redrive {
     pub conversation_id: String,
     pub page_id: Option<String>,
     pub assistant_id: Option<String>,
-    /// Why: `restart_budget_spent`, `webhook`, `stranded`.
+    /// Why: `restart_budget_spent`, `webhook`, `stranded`, `deadline`.
     pub reason: String,
+    /// A hand-off (`HANDOFF`) carries this conversation to a processing
+    /// function at once; the stream entry is the safety net, run by the
+    /// consumer only once it has been pending `CONSUMER_CLAIM_IDLE_MS`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_off: bool,
 }
 
 /// A conversation's assignment and pause, from Pancake's `conversation`

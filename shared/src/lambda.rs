@@ -1,11 +1,13 @@
 //! The adapter from `lambda_http` (API Gateway HTTP and REST events) to the
 //! router in [`crate::http`], so the Lambda binaries and the local gateway run
-//! the same handler code.
+//! the same handler code; and `process-conversation`'s handler of a
+//! hand-off (the same code the gateway runs inline).
 
 use bytes::Bytes;
-use lambda_http::{Body, Error, Request, RequestExt, Response, request::RequestContext, run, service_fn};
+use lambda_http::{Body, Error, LambdaEvent, Request, RequestExt, Response, request::RequestContext, run, service_fn};
+use serde_json::{Value, json};
 
-use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, telemetry};
+use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, jobs::Redrive, pipeline, telemetry};
 
 /// The whole `main` of an HTTP function: telemetry, configuration read once,
 /// clients built once, then the runtime loop. Every HTTP function serves the
@@ -48,4 +50,34 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
         Err(e) => Body::Binary(e.into_bytes()),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The whole `main` of `process-conversation`: one handed-off conversation
+/// per asynchronous invocation.
+pub async fn run_process() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let app = App::build(config)?;
+    let app = &app;
+    lambda_http::lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<Redrive>| async move { process(app, event).await },
+    ))
+    .await
+}
+
+/// Answers the conversation a hand-off names, within the invocation's
+/// deadline. An error fails the invocation: Lambda retries it twice, then
+/// sends it to the function's on-failure destination; the `jobs` stream's
+/// safety-net entry answers the conversation meanwhile.
+pub async fn process(app: &App, event: LambdaEvent<Redrive>) -> Result<Value, Error> {
+    let deadline = deadline::from_epoch_ms(event.context.deadline, now_ms());
+    let job = event.payload;
+    // Boxed: the answering future is too deep to lay out inline in the runtime's.
+    match deadline::within(deadline, Box::pin(pipeline::handoff::answer(app, &job))).await {
+        Ok(result) => Ok(json!({ "conversation_id": job.conversation_id, "result": result })),
+        Err(err) => {
+            tracing::warn!(conversation_id = %job.conversation_id, error = %err, "hand-off not answered");
+            Err(Error::from(format!("conversation {} not answered: {err}", job.conversation_id)))
+        }
+    }
 }

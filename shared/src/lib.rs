@@ -60,6 +60,7 @@ pub mod redis;
 
 // Clients.
 pub mod app;
+pub mod handoff;
 pub mod integrations;
 pub mod pancake;
 

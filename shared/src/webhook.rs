@@ -260,10 +260,16 @@ async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppErr
         page_id: Some(page_id),
         assistant_id: None,
         reason: "webhook".into(),
+        // With a hand-off the entry admit writes is only the safety net.
+        handed_off: app.handoff.is_on(),
     };
     let persist = serde_json::to_string(&persist).map_err(|_| AppError::Internal)?;
-    let process = serde_json::to_string(&process).map_err(|_| AppError::Internal)?;
-    Ok(match app.store.admit(&message, &persist, AdmitMode::Defer { process_job: &process }).await? {
+    let process_job = serde_json::to_string(&process).map_err(|_| AppError::Internal)?;
+    let admission = app.store.admit(&message, &persist, AdmitMode::Defer { process_job: &process_job }).await?;
+    if admission == Admission::Queued && process.handed_off {
+        pipeline::handoff::hand_off(app, &message.conversation_id, &process).await;
+    }
+    Ok(match admission {
         Admission::Duplicate => "duplicate",
         Admission::BotPaused if sent_by_page => "human_replied_bot_paused",
         Admission::BotPaused => "bot_paused",

@@ -40,6 +40,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("pancake", 3),
     ("integrations", 3),
     ("app", 3),
+    ("handoff", 3),
     // Flows.
     ("pipeline", 4),
     ("consumer", 4),

@@ -33,6 +33,7 @@ pub async fn cancel(app: &App, id: &str) -> Result<Response<bytes::Bytes>, AppEr
                     page_id: None,
                     assistant_id: None,
                     reason: "admin_cancel".into(),
+                    handed_off: false,
                 };
                 let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
                 app.store.enqueue(&conversation, jobs::PROCESS_CONVERSATION, &payload).await?;

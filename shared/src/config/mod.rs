@@ -54,6 +54,19 @@ pub enum AiConfig {
     OpenAi { base_url: String, api_key: Secret, model: String },
 }
 
+/// How a webhook message reaches the code that answers it (`HANDOFF`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoffConfig {
+    /// Only the background consumer answers, from the `jobs` stream.
+    None,
+    /// A task in this process answers at once (the local gateway, which
+    /// never freezes; never in Lambda).
+    Inline,
+    /// An asynchronous invocation (`InvocationType=Event`) of the
+    /// `process-conversation` function named here answers at once.
+    Lambda { function: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `redis://`/`rediss://` URL built from `REDIS_URL` or `REDIS_HOST`/`PORT`/`DB`/`PASSWORD`.
@@ -120,6 +133,9 @@ pub struct Config {
     /// The `?token=` Pancake's webhook URL carries; unset refuses every webhook.
     pub pancake_webhook_secret: Option<Secret>,
     pub consumer: ConsumerConfig,
+    /// `HANDOFF`: `lambda` (with `PROCESS_FUNCTION_NAME`), `inline` or
+    /// `none`; unset means `lambda` when `PROCESS_FUNCTION_NAME` is set, else `none`.
+    pub handoff: HandoffConfig,
     /// Consecutive Redis connection failures that open the circuit breaker.
     pub redis_breaker_failures: u32,
     /// How long an open breaker fails fast before probing Redis again.
@@ -147,6 +163,10 @@ pub struct ConsumerConfig {
     pub sweep_interval: Duration,
     /// Lambda mode stops reading this long before the invocation's deadline.
     pub safety_margin: Duration,
+    /// Answering and delivery jobs run at once (`CONSUMER_CONCURRENCY`),
+    /// each conversation's in order. Also bounds the local gateway's inline
+    /// hand-offs.
+    pub concurrency: usize,
     /// An action still `pending` this long after its answer was never delivered.
     pub undelivered_after: Duration,
     /// Entries each shard's dead-letter stream keeps (exactly; every
@@ -223,6 +243,7 @@ impl Config {
             redis_breaker_failures: env.parse_or("REDIS_BREAKER_FAILURES", 3u32)?.max(1),
             redis_breaker_cooldown: Duration::from_millis(env.parse_or("REDIS_BREAKER_COOLDOWN_MS", 5_000u64)?),
             degraded_mode: env.parse_or("DEGRADED_MODE", true)?,
+            handoff: handoff(&env)?,
             integrations: integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig {
                 group: env.get("CONSUMER_GROUP").unwrap_or_else(|| "persist".into()),
@@ -232,6 +253,11 @@ impl Config {
                 max_deliveries: env.parse_or("CONSUMER_MAX_DELIVERIES", 5u64)?.max(1),
                 sweep_interval: Duration::from_millis(env.parse_or("CONSUMER_SWEEP_MS", 10_000u64)?),
                 safety_margin: Duration::from_millis(env.parse_or("CONSUMER_SAFETY_MARGIN_MS", 5_000u64)?),
+                // Each job is mostly waiting on the AI or Pancake: 32 keeps
+                // a 1 s AI at ~30 answers/s per consumer while staying under
+                // a typical AI account's concurrent-request limit and far
+                // under the Redis/Postgres connection budgets.
+                concurrency: env.parse_or("CONSUMER_CONCURRENCY", 32usize)?.clamp(1, 1_024),
                 undelivered_after: Duration::from_secs(env.parse_or("UNDELIVERED_AFTER_SECONDS", 120u64)?),
                 dead_letter_stream_max: env.parse_or("DEAD_LETTER_STREAM_MAX", 1_000usize)?.max(1),
                 dead_letter_retention: Duration::from_secs(
@@ -309,6 +335,17 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             None => Ok(default),
             Some(v) => v.trim().parse().map_err(|e: T::Err| malformed(name, e.to_string())),
         }
+    }
+}
+
+fn handoff<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<HandoffConfig, ConfigError> {
+    let function = env.get("PROCESS_FUNCTION_NAME");
+    match (env.get("HANDOFF").map(|v| v.trim().to_ascii_lowercase()).as_deref(), function) {
+        (None, Some(function)) | (Some("lambda"), Some(function)) => Ok(HandoffConfig::Lambda { function }),
+        (Some("lambda"), None) => Err(ConfigError::Missing("PROCESS_FUNCTION_NAME")),
+        (None, None) | (Some("none"), _) => Ok(HandoffConfig::None),
+        (Some("inline"), _) => Ok(HandoffConfig::Inline),
+        (Some(_), _) => Err(malformed("HANDOFF", "must be lambda, inline or none")),
     }
 }
 

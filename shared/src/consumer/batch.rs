@@ -1,12 +1,12 @@
 //! One read batch: entries parsed, the Postgres part written in one
 //! transaction (entry by entry when one row is bad), acknowledged after the
-//! commit; effects run after, each acknowledged when done.
+//! commit; effects started after (`parallel`), each acknowledged when done.
 
 use std::collections::HashMap;
 
 use redis::{AsyncCommands, streams::StreamId};
 
-use super::{Consumer, Summary, effects::EffectError, job::Job};
+use super::{Consumer, Summary, job::Job, parallel::Pending};
 use crate::{
     error::AppError,
     postgres::writer::{self, Batch},
@@ -78,44 +78,16 @@ impl Consumer {
         }
 
         // The batch's writes are committed: acknowledge them before the
-        // effects run, and each effect as soon as it is done, so a consumer
-        // that dies (a Lambda past its deadline) redoes as little as possible.
+        // effects start; each effect is acknowledged when its task is done
+        // with it, so a consumer that dies (a Lambda past its deadline)
+        // redoes as little as possible.
         self.ack(shard, &acked).await?;
         summary.acknowledged += acked.len() as u64;
-        for (id, effect) in effects {
-            match self.run_effect(effect, &mut summary, deliveries.get(&id).copied().unwrap_or(1)).await {
-                Ok(()) => {
-                    self.ack(shard, std::slice::from_ref(&id)).await?;
-                    summary.acknowledged += 1;
-                }
-                // Left pending with no error recorded and its delivery count
-                // put back (each claim raised it), so it is claimed again after
-                // `claim_idle`, and waiting never spends its retry budget nor
-                // dead-letters it.
-                Err(EffectError::Busy) => {
-                    let delivered = deliveries.get(&id).copied().unwrap_or(1);
-                    let () = redis::pipe()
-                        .hdel(shard.errors(), &id)
-                        .ignore()
-                        .cmd("XCLAIM")
-                        .arg(shard.jobs())
-                        .arg(&self.settings.group)
-                        .arg(&self.name)
-                        .arg(0)
-                        .arg(&id)
-                        .arg("RETRYCOUNT")
-                        .arg(delivered.saturating_sub(1))
-                        .arg("JUSTID")
-                        .ignore()
-                        .query_async(&mut self.reader.clone())
-                        .await?;
-                }
-                Err(EffectError::Failed(error)) => {
-                    summary.failed += 1;
-                    let _: () = self.reader.clone().hset(shard.errors(), &id, error).await?;
-                }
-            }
-        }
+        let effects = effects
+            .into_iter()
+            .map(|(id, effect)| Pending { delivered: deliveries.get(&id).copied().unwrap_or(1), id, effect, claimed })
+            .collect();
+        self.start_effects(shard, effects).await;
         Ok(summary)
     }
 

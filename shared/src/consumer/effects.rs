@@ -33,8 +33,13 @@ impl Consumer {
         effect: Job,
         summary: &mut Summary,
         delivered: u64,
+        claimed: bool,
     ) -> Result<(), EffectError> {
         match effect {
+            // A hand-off answers it: the entry waits as the safety net until
+            // it has been pending `claim_idle`, then finds nothing owed (or
+            // answers what the hand-off did not).
+            Job::Process(job) if job.handed_off && !claimed => Err(EffectError::Busy),
             Job::Process(job) => {
                 // Too close to the invocation's end for a round: left pending
                 // (never counted) for the next invocation, rather than

@@ -5,7 +5,10 @@
 //! ([`crate::postgres::writer`]) and acknowledged (`XACK`) only after the
 //! commit. Side-effect jobs — answering a conversation in the background
 //! (`process_conversation`, `redrive_conversation`) and retrying a Pancake
-//! delivery (`deliver_action`) — run one by one after the batch.
+//! delivery (`deliver_action`) — run in tasks of their own (`parallel`), up
+//! to `CONSUMER_CONCURRENCY` at once, each conversation's in stream order,
+//! while reading and persisting go on; an entry is acknowledged when its
+//! effect is done.
 //!
 //! Failure handling, judged by "can a message be lost or doubled here?":
 //! - nothing is acknowledged before it is written, so a consumer that dies
@@ -28,19 +31,23 @@
 //!
 //! Here: the run loops. Beside it: `stream` (reads, claims, acks, dead
 //! letters, trimming), `job` (parsing entries), `batch` (one read batch
-//! into Postgres), `effects` (background answers and delivery retries),
-//! `sweep` (work nobody else will do).
+//! into Postgres), `parallel` (effects in tasks), `effects` (background
+//! answers and delivery retries), `sweep` (work nobody else will do).
 
 mod batch;
 mod effects;
 mod job;
+mod parallel;
 mod stream;
 mod sweep;
 
 use std::{
-    sync::Mutex,
+    collections::HashSet,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use tokio::{sync::Semaphore, task::JoinSet};
 
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -98,7 +105,19 @@ impl std::ops::AddAssign for Summary {
     }
 }
 
-pub struct Consumer {
+/// The consumer: cheap to clone (its effect tasks hold a clone).
+#[derive(Clone, Debug)]
+pub struct Consumer(Arc<Inner>);
+
+impl std::ops::Deref for Consumer {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// What a [`Consumer`] holds.
+pub struct Inner {
     app: App,
     /// A connection of its own: `XREADGROUP … BLOCK` would stall every other
     /// command multiplexed on a shared one. Reconnecting (a manager, or the
@@ -112,9 +131,16 @@ pub struct Consumer {
     /// How long the next idle pass over several shards sleeps (grows while idle).
     idle: Mutex<Duration>,
     last_sweep: Mutex<Option<Instant>>,
+    /// Effect tasks started and not yet collected, with what each did.
+    tasks: Mutex<JoinSet<Summary>>,
+    /// Entries whose effect runs in a task here: a claim that hands one
+    /// back to us while it runs must not start it twice.
+    in_flight: Mutex<HashSet<String>>,
+    /// One permit per effect task (`CONSUMER_CONCURRENCY`).
+    permits: Arc<Semaphore>,
 }
 
-impl std::fmt::Debug for Consumer {
+impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer").field("name", &self.name).field("shards", &self.shards.len()).finish_non_exhaustive()
     }
@@ -131,15 +157,18 @@ impl Consumer {
             app.config.redis_cluster,
             Timeouts { connect: Duration::from_secs(3), response: settings.block + Duration::from_secs(5) },
         )?;
-        let consumer = Self {
+        let consumer = Self(Arc::new(Inner {
             shards: app.store.keys().shards().collect(),
             idle: Mutex::new(MIN_IDLE),
             name: name.into(),
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
             settings,
             reader,
             app,
             last_sweep: Mutex::new(None),
-        };
+            tasks: Mutex::new(JoinSet::new()),
+            in_flight: Mutex::new(HashSet::new()),
+        }));
         consumer.ensure_group().await?;
         Ok(consumer)
     }
@@ -166,8 +195,19 @@ impl Consumer {
     }
 
     /// One step: retry what is due (idle pending entries), else read new
-    /// entries (blocking up to `block`); then sweep when due.
+    /// entries (blocking up to `block`); then sweep when due; then wait for
+    /// the effects it started (the run loops do not wait).
     pub async fn step(&self) -> Result<Summary, AppError> {
+        let started = self.step_started().await;
+        let finished = self.finish().await;
+        started.map(|mut summary| {
+            summary += finished;
+            summary
+        })
+    }
+
+    /// A step whose effects may still be running.
+    async fn step_started(&self) -> Result<Summary, AppError> {
         match self.step_once().await {
             Err(AppError::Unavailable { dependency: "redis" }) => {
                 // A Redis that lost its data (no persistence, a fresh replica)
@@ -212,12 +252,15 @@ impl Consumer {
         Ok(summary)
     }
 
-    /// Steps until `deadline` (Lambda mode), backing off while a dependency is down.
+    /// Steps until `deadline`, backing off while a dependency is down.
+    /// Effects started near the end may still run when it returns:
+    /// [`Consumer::finish`] waits for them.
     pub async fn run_until(&self, deadline: Instant) -> Summary {
         let mut summary = Summary::default();
         let mut backoff = Duration::from_millis(100);
         while Instant::now() + self.settings.block < deadline {
-            match self.step().await {
+            summary += self.collect();
+            match self.step_started().await {
                 Ok(s) => {
                     summary += s;
                     backoff = Duration::from_millis(100);
@@ -258,7 +301,14 @@ impl Consumer {
                 "the invocation is shorter than one answering round: no conversation is answered in it"
             );
         }
-        crate::deadline::within(real_end, self.run_until(deadline)).await
+        // A Lambda is frozen once it answers: every effect started in this
+        // invocation ends in it (each respects the deadline).
+        crate::deadline::within(real_end, async {
+            let mut summary = self.run_until(deadline).await;
+            summary += self.finish().await;
+            summary
+        })
+        .await
     }
 
     /// Runs until `shutdown` resolves (continuous mode).

@@ -38,14 +38,8 @@ impl Consumer {
         } else {
             Vec::new()
         };
-        for id in stranded {
-            let Ok(conversation) = ConversationId::parse(&id) else { continue };
-            match pipeline::redrive(&self.app, &conversation, None, None).await {
-                Ok(Some(_)) => summary.stranded_redriven += 1,
-                Ok(None) => {}
-                Err(err) => tracing::warn!(conversation_id = %id, error = %err, "re-drive failed; retried next sweep"),
-            }
-        }
+        let stranded = stranded.iter().filter_map(|id| ConversationId::parse(id).ok()).collect();
+        self.start_redrives(stranded).await;
         summary += self.sweep_undelivered().await?;
         for shard in &self.shards {
             self.trim(shard).await?;

@@ -27,6 +27,7 @@
 mod answer;
 pub mod degraded;
 mod delivery;
+pub mod handoff;
 pub mod page;
 mod redis_path;
 

@@ -177,6 +177,7 @@ pub async fn process(
             page_id: page_id.map(String::from),
             assistant_id: Some(assistant.id.clone()),
             reason: "restart_budget_spent".into(),
+            handed_off: false,
         };
         let delivery_enabled = app.pancake.enabled();
         let echo_texts: Vec<String> =
@@ -241,12 +242,13 @@ async fn hand_to_redrive(
         page_id: page_id.map(String::from),
         assistant_id: Some(assistant.id.clone()),
         reason: "deadline".into(),
+        handed_off: false,
     };
-    let payload = serde_json::to_string(&job).map_err(|_| AppError::Internal)?;
     // Released first: a re-drive that ran before the release would find the
-    // lock held and do nothing.
+    // lock held and do nothing. Handed off when a hand-off is configured: a
+    // fresh invocation answers with a whole deadline of its own.
     app.store.release(conversation, lease).await?;
-    app.store.enqueue(conversation, jobs::REDRIVE_CONVERSATION, &payload).await
+    super::handoff::queue(app, conversation, jobs::REDRIVE_CONVERSATION, job).await
 }
 
 /// The thread context is the conversation's Redis context (2 h). When it holds
