@@ -264,7 +264,10 @@ async fn a_hand_off_that_cannot_be_sent_is_answered_once_by_the_consumer_at_once
 async fn a_hand_off_whose_processor_dies_mid_answer_is_answered_once_by_the_safety_net() {
     let ai = slow_ai(Duration::from_millis(10)).await;
     let pancake = PancakeStub::start(|_| Reply::Accept).await;
-    let env = env_with(&ai, &pancake, &[("LOCK_TTL_MS", "300")]).await;
+    // The safety net is the flagged entry (after the claim idle time) or,
+    // when that came while the dead holder's lock still stood, the sweep
+    // (after the lock's TTL): either answers, and only once.
+    let env = env_with(&ai, &pancake, &[("LOCK_TTL_MS", "300"), ("CONSUMER_SWEEP_MS", "100")]).await;
     let api = lambda_api().await;
     let mut app = env.app.clone();
     app.handoff = Handoff::lambda("process-conversation", lambda_client(&format!("http://{}", api.addr)));

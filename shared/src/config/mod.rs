@@ -9,10 +9,12 @@
 //! Names follow the seeds (`REDIS_HOST`, `POSTGRES_DB`, `AI_SERVICE_URL`, …);
 //! the rest are ours and listed in README's configuration table.
 
+mod handoff;
 pub mod integrations;
 
 use std::{fmt, time::Duration};
 
+pub use handoff::HandoffConfig;
 pub use integrations::{Auth, Integration};
 
 /// A value that must never reach a log line or a response body.
@@ -52,19 +54,6 @@ pub enum AiConfig {
     Http { url: String },
     /// An OpenAI-compatible `chat/completions` endpoint.
     OpenAi { base_url: String, api_key: Secret, model: String },
-}
-
-/// How a webhook message reaches the code that answers it (`HANDOFF`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HandoffConfig {
-    /// Only the background consumer answers, from the `jobs` stream.
-    None,
-    /// A task in this process answers at once (the local gateway, which
-    /// never freezes; never in Lambda).
-    Inline,
-    /// An asynchronous invocation (`InvocationType=Event`) of the
-    /// `process-conversation` function named here answers at once.
-    Lambda { function: String },
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +232,7 @@ impl Config {
             redis_breaker_failures: env.parse_or("REDIS_BREAKER_FAILURES", 3u32)?.max(1),
             redis_breaker_cooldown: Duration::from_millis(env.parse_or("REDIS_BREAKER_COOLDOWN_MS", 5_000u64)?),
             degraded_mode: env.parse_or("DEGRADED_MODE", true)?,
-            handoff: handoff(&env)?,
+            handoff: handoff::from_env(&env)?,
             integrations: integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig {
                 group: env.get("CONSUMER_GROUP").unwrap_or_else(|| "persist".into()),
@@ -335,17 +324,6 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             None => Ok(default),
             Some(v) => v.trim().parse().map_err(|e: T::Err| malformed(name, e.to_string())),
         }
-    }
-}
-
-fn handoff<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<HandoffConfig, ConfigError> {
-    let function = env.get("PROCESS_FUNCTION_NAME");
-    match (env.get("HANDOFF").map(|v| v.trim().to_ascii_lowercase()).as_deref(), function) {
-        (None, Some(function)) | (Some("lambda"), Some(function)) => Ok(HandoffConfig::Lambda { function }),
-        (Some("lambda"), None) => Err(ConfigError::Missing("PROCESS_FUNCTION_NAME")),
-        (None, None) | (Some("none"), _) => Ok(HandoffConfig::None),
-        (Some("inline"), _) => Ok(HandoffConfig::Inline),
-        (Some(_), _) => Err(malformed("HANDOFF", "must be lambda, inline or none")),
     }
 }
 

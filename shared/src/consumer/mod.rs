@@ -247,7 +247,7 @@ impl Consumer {
             tokio::time::sleep(pause).await;
         }
         if self.sweep_due() {
-            summary += self.sweep().await?;
+            summary += self.sweep_started().await?;
         }
         Ok(summary)
     }

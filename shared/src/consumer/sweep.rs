@@ -27,8 +27,19 @@ impl Consumer {
     /// Finds work nobody else will do: conversations with owed messages and
     /// no live lock holder (a holder died), and answers whose actions were
     /// never delivered (the holder died between `complete` and delivery).
-    /// Also trims acknowledged entries off the stream.
+    /// Also trims acknowledged entries off the stream. Waits for the
+    /// re-drives it starts (the run loops do not: [`Consumer::sweep_started`]).
     pub async fn sweep(&self) -> Result<Summary, AppError> {
+        let started = self.sweep_started().await;
+        let finished = self.finish().await;
+        started.map(|mut summary| {
+            summary += finished;
+            summary
+        })
+    }
+
+    /// A sweep whose re-drives may still be running.
+    pub(super) async fn sweep_started(&self) -> Result<Summary, AppError> {
         let mut summary = Summary::default();
         let lock_ttl = crate::clock::millis(self.app.config.lock_ttl);
         // Re-drives start only with time for a round (the next sweep retries).
