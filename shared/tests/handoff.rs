@@ -267,7 +267,7 @@ async fn a_hand_off_whose_processor_dies_mid_answer_is_answered_once_by_the_safe
     // The safety net is the flagged entry (after the claim idle time) or,
     // when that came while the dead holder's lock still stood, the sweep
     // (after the lock's TTL): either answers, and only once.
-    let env = env_with(&ai, &pancake, &[("LOCK_TTL_MS", "300"), ("CONSUMER_SWEEP_MS", "100")]).await;
+    let env = env_with(&ai, &pancake, &[("LOCK_TTL_MS", "1000"), ("CONSUMER_SWEEP_MS", "100")]).await;
     let api = lambda_api().await;
     let mut app = env.app.clone();
     app.handoff = Handoff::lambda("process-conversation", lambda_client(&format!("http://{}", api.addr)));
@@ -280,11 +280,11 @@ async fn a_hand_off_whose_processor_dies_mid_answer_is_answered_once_by_the_safe
     assert!(matches!(claim, switchboard::redis::Claim::Acquired { .. }));
     drop(claim);
     let consumer = env.consumer().await;
-    common::drain(&consumer).await;
+    consumer.step().await.unwrap();
     assert!(pancake.delivered().is_empty(), "the safety net waits for the hand-off first");
 
     // Past the lock's TTL and the claim idle time: the safety net answers it.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     common::drain(&consumer).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     common::drain(&consumer).await;
