@@ -1,10 +1,11 @@
 //! The reconciliation walk: the page's conversations updated in the window,
 //! most recent first, and for each its messages newest first, back to the
-//! first one we already have (Redis' dedupe and echo marks, Postgres'
-//! messages and sends) or to the window's start. What is missing is
-//! admitted oldest first through the webhook's path
-//! ([`pipeline::page::admit`]), so a rerun, or the webhook delivering the
-//! same message later, is a duplicate.
+//! window's start. Messages we already have (Redis' dedupe and echo marks,
+//! Postgres' messages and sends) are skipped — not a place to stop: a
+//! webhook that came back delivered the newest ones, and the gap lies
+//! behind them. What is missing is admitted oldest first through the
+//! webhook's path ([`page::admit`]), so a rerun, or the webhook
+//! delivering the same message later, is a duplicate.
 //!
 //! Which messages are answered: a customer's younger than
 //! `RECONCILE_ANSWER_WITHIN_SECS` that no message from the page follows
@@ -195,11 +196,15 @@ impl<'a> Walker<'a> {
             let known = self.known(&id, &page.messages).await?;
             for (message, known) in page.messages.into_iter().zip(known) {
                 let at = message.get("inserted_at").and_then(Value::as_str).and_then(parse_utc);
-                if known || at.is_some_and(|t| t < self.window.since as f64) {
+                if at.is_some_and(|t| t < self.window.since as f64) {
                     done = true;
                     break;
                 }
-                missing.push(message);
+                // Skipped, not a stop: the webhook may have delivered newer
+                // messages after it came back, with the gap behind them.
+                if !known {
+                    missing.push(message);
+                }
             }
             if done {
                 break;
@@ -213,11 +218,21 @@ impl<'a> Walker<'a> {
                 None => self.report.ignored += 1,
             }
         }
-        // Oldest first, as they were written.
+        // Oldest first, as they were written; the bot's own echoes out
+        // (the webhook ignores them too).
         parsed.sort_by(|a, b| a.message.timestamp.total_cmp(&b.message.timestamp));
+        let mut kept = Vec::with_capacity(parsed.len());
+        for message in parsed {
+            if message.sent_by_page && page::is_echo(self.app, &message.message).await? {
+                self.report.ignored += 1;
+            } else {
+                kept.push(message);
+            }
+        }
         let answer_from = now_epoch_seconds() - self.app.config.reconcile_answer_within.as_secs_f64();
-        for (i, message) in parsed.iter().enumerate() {
-            let replied = parsed[i + 1..].iter().any(|later| later.sent_by_page);
+        for (i, message) in kept.iter().enumerate() {
+            // A human answered it already (in Pancake, where they saw it).
+            let replied = kept[i + 1..].iter().any(|later| later.sent_by_page);
             self.admit(message, message.message.timestamp >= answer_from, replied).await?;
         }
         Ok(Ok(()))
@@ -235,6 +250,9 @@ impl<'a> Walker<'a> {
     /// A listed message as the webhook would have delivered it, validated
     /// by the webhook's own parser; `None` for one it would not admit.
     fn parse(&self, conversation: &ConversationId, customer: &Value, message: Value) -> Option<PageMessage> {
+        // The webhook reads a missing time as "now"; here that would answer
+        // a message of unknown age.
+        message.get("inserted_at").and_then(Value::as_str).and_then(parse_utc)?;
         let event = json!({
             "event_type": "messaging",
             "page_id": self.page_id,
@@ -256,10 +274,6 @@ impl<'a> Walker<'a> {
     async fn admit(&mut self, message: &PageMessage, recent: bool, replied: bool) -> Result<(), AppError> {
         let report = &mut self.report;
         if !message.sent_by_page && message.message_type != "INBOX" {
-            report.ignored += 1;
-            return Ok(());
-        }
-        if message.sent_by_page && page::is_echo(self.app, &message.message).await? {
             report.ignored += 1;
             return Ok(());
         }
