@@ -137,9 +137,7 @@ fn operation(method: &str, path: &str) -> Value {
         ("POST", "/api/v1/admin/pages/{page_id}/reconcile") => {
             op["responses"]["409"] = error_response("Pancake's page API or this page's token is not configured");
             op["responses"]["502"] = error_response("Pancake refused the request or answered unreadably");
-            let seconds = |description: &str| {
-                json!({"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000_i64, "description": description})
-            };
+            let seconds = |description: &str| json!({"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000_i64, "description": description});
             (
                 "Admit what Pancake's webhook missed for a page in a window; answer only recent customer messages",
                 Some(json!({"type": "object", "properties": {

@@ -26,7 +26,9 @@ async fn ai() -> (Stub, Arc<Mutex<Vec<Value>>>) {
     let seen = asked.clone();
     let stub = Stub::start(move |request| {
         seen.lock().unwrap().push(request.body.clone());
-        async { (StatusCode::OK, json!({"response_text": "Dạ shop còn hàng ạ", "intent": "stock", "confidence": 0.9})) }
+        async {
+            (StatusCode::OK, json!({"response_text": "Dạ shop còn hàng ạ", "intent": "stock", "confidence": 0.9}))
+        }
     })
     .await;
     (stub, asked)

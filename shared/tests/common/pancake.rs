@@ -105,13 +105,8 @@ impl PancakeStub {
                                    "from": {"id": m.from, "name": m.from}, "inserted_at": utc(m.at)})
                         })
                         .collect();
-                    let customer = history
-                        .lock()
-                        .unwrap()
-                        .conversations
-                        .iter()
-                        .find(|c| c.1 == conversation)
-                        .map(|c| c.2.clone());
+                    let customer =
+                        history.lock().unwrap().conversations.iter().find(|c| c.1 == conversation).map(|c| c.2.clone());
                     return (
                         StatusCode::OK,
                         json!({"success": true, "conversation_id": conversation, "messages": listed,

@@ -29,12 +29,7 @@ use serde_json::{Value, json};
 
 use super::{json_body, query_param};
 use crate::{
-    App,
-    clock::now_epoch_seconds,
-    domain::check_id,
-    error::AppError,
-    pancake::PancakeError,
-    pipeline,
+    App, clock::now_epoch_seconds, domain::check_id, error::AppError, pancake::PancakeError, pipeline,
     response::json_response,
 };
 
@@ -71,8 +66,11 @@ pub async fn reconcile(app: &App, page_id: &str, request: &Request<Bytes>) -> Re
     pipeline::degraded::restore_redis(app).await;
     let report = walk::walk(app, page_id, window).await?;
     tracing::info!(page_id, since = window.since, until = window.until, ?report, "reconciled");
-    Ok(json_response(StatusCode::OK, &json!({"success": true, "page_id": page_id, "since": window.since,
-                                              "until": window.until, "report": report})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"success": true, "page_id": page_id, "since": window.since,
+                                              "until": window.until, "report": report}),
+    ))
 }
 
 /// `since` and `until` from the query or the JSON body: `400` naming the field.
@@ -100,7 +98,10 @@ pub fn window(request: &Request<Bytes>, now: i64) -> Result<Window, AppError> {
         return Err(AppError::invalid("until", "must be after since"));
     }
     if until - since > MAX_WINDOW_SECS {
-        return Err(AppError::invalid("since", format!("the window must be at most {MAX_WINDOW_SECS} seconds (30 days)")));
+        return Err(AppError::invalid(
+            "since",
+            format!("the window must be at most {MAX_WINDOW_SECS} seconds (30 days)"),
+        ));
     }
     Ok(Window { since, until })
 }
@@ -128,10 +129,10 @@ mod tests {
         let now = 1_800_000_000;
         assert_eq!(window(&request("", ""), now).unwrap(), Window { since: now - DEFAULT_WINDOW_SECS, until: now });
         assert_eq!(window(&request("?since=100&until=200", ""), now).unwrap(), Window { since: 100, until: 200 });
-        assert_eq!(window(&request("", r#"{"since": 100, "until": 200}"#), now).unwrap(), Window {
-            since: 100,
-            until: 200
-        });
+        assert_eq!(
+            window(&request("", r#"{"since": 100, "until": 200}"#), now).unwrap(),
+            Window { since: 100, until: 200 }
+        );
         assert_eq!(window(&request("?until=500", r#"{"until": 200}"#), now).unwrap().until, 500);
     }
 

@@ -102,7 +102,8 @@ pub async fn walk(app: &App, page_id: &str, window: Window) -> Result<Report, Ap
     walker.report.complete = true;
     let mut after: Option<String> = None;
     'pages: loop {
-        let Ok(conversations) = walker.call(|p| p.conversations(page_id, window.since, window.until, after.as_deref())).await?
+        let Ok(conversations) =
+            walker.call(|p| p.conversations(page_id, window.since, window.until, after.as_deref())).await?
         else {
             walker.cut(window.until);
             break;
@@ -277,11 +278,8 @@ impl<'a> Walker<'a> {
             report.ignored += 1;
             return Ok(());
         }
-        let answer = if recent && (message.sent_by_page || !replied) {
-            Answer::Yes { reason: "reconcile" }
-        } else {
-            Answer::No
-        };
+        let answer =
+            if recent && (message.sent_by_page || !replied) { Answer::Yes { reason: "reconcile" } } else { Answer::No };
         let admission = page::admit(self.app, self.page_id, &message.message, answer).await?;
         if admission == Admission::Duplicate {
             report.duplicates += 1;

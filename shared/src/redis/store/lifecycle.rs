@@ -63,11 +63,7 @@ impl ConversationStore {
         let page_in_script = page.is_some() && self.keys.shard_count() == 1;
         let page_verdict = match page {
             // A message stored unanswered sends nothing: it spends no quota.
-            Some(page)
-                if !page_in_script
-                    && message.sender_type.is_customer()
-                    && !matches!(mode, AdmitMode::Store) =>
-            {
+            Some(page) if !page_in_script && message.sender_type.is_customer() && !matches!(mode, AdmitMode::Store) => {
                 let wait: u64 = scripts::PAGE_RATE
                     .key(self.keys.page_rate(&page))
                     .arg(now_ms())
