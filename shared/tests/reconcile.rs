@@ -35,18 +35,21 @@ async fn ai() -> (Stub, Arc<Mutex<Vec<Value>>>) {
 }
 
 async fn env(pancake: &PancakeStub, ai: &Stub) -> TestEnv {
-    TestEnv::with(
-        &[
-            ("ADMIN_ACCESS_TOKEN", ADMIN),
-            ("PANCAKE_WEBHOOK_SECRET", SECRET),
-            ("PANCAKE_BASE_URL", &pancake.url()),
-            ("PANCAKE_PAGE_ACCESS_TOKENS", &format!("{PAGE}:page-one-token,page_2:other-token")),
-            ("AI_SERVICE_URL", &ai.url()),
-            ("CONSUMER_BLOCK_MS", "20"),
-        ],
-        None,
-    )
-    .await
+    env_with(pancake, ai, &[]).await
+}
+
+async fn env_with(pancake: &PancakeStub, ai: &Stub, extra: &[(&str, &str)]) -> TestEnv {
+    let (url, tokens, ai) = (pancake.url(), format!("{PAGE}:page-one-token,page_2:other-token"), ai.url());
+    let mut vars = vec![
+        ("ADMIN_ACCESS_TOKEN", ADMIN),
+        ("PANCAKE_WEBHOOK_SECRET", SECRET),
+        ("PANCAKE_BASE_URL", url.as_str()),
+        ("PANCAKE_PAGE_ACCESS_TOKENS", tokens.as_str()),
+        ("AI_SERVICE_URL", ai.as_str()),
+        ("CONSUMER_BLOCK_MS", "20"),
+    ];
+    vars.extend_from_slice(extra);
+    TestEnv::with(&vars, None).await
 }
 
 async fn call(env: &TestEnv, method: Method, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -183,6 +186,30 @@ async fn messages_the_webhook_delivered_are_not_admitted_twice_and_the_gap_betwe
     // One answer covers the three owed messages; nothing is answered twice.
     assert_eq!(asked.lock().unwrap().len(), 1);
     assert_eq!(pancake.sends(), 1);
+}
+
+#[tokio::test]
+async fn a_human_reply_older_than_the_pause_does_not_keep_the_bot_from_answering_what_came_after() {
+    let pancake = PancakeStub::start(|_| Reply::Accept).await;
+    let (ai, asked) = ai().await;
+    let env = env_with(&pancake, &ai, &[("BOT_PAUSE_TTL_SECONDS", "3600")]).await;
+    pancake.write(PAGE, "c1", "cust_a", "m1", "Shop ơi", 2.0 * 3600.0);
+    pancake.write(PAGE, "c1", PAGE, "m2", "Dạ em nghe ạ", 1.5 * 3600.0);
+    pancake.write(PAGE, "c1", "cust_a", "m3", "Còn size M không?", 60.0);
+    let (code, body) = reconcile(&env, "").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["report"]["answered"], &body["report"]["stored_unanswered"], &body["report"]["from_page"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{body}"
+    );
+    drain(&env.consumer().await).await;
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    assert_eq!(pancake.sends(), 1);
+    assert_eq!(
+        outcomes(&env).await,
+        [("m1".to_owned(), "unanswered".to_owned()), ("m2".into(), "stored".into()), ("m3".into(), "admitted".into())]
+    );
 }
 
 #[tokio::test]

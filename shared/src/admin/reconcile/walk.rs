@@ -101,11 +101,14 @@ pub async fn walk(app: &App, page_id: &str, window: Window) -> Result<Report, Ap
         Walker { app, page_id, window, started: Instant::now(), last_call: None, report: Report::default() };
     walker.report.complete = true;
     let mut after: Option<String> = None;
+    // The rerun's `until` if the walk stops here: every conversation
+    // updated after it was walked (one at that very second may be again).
+    let mut resume_until = window.until;
     'pages: loop {
         let Ok(conversations) =
             walker.call(|p| p.conversations(page_id, window.since, window.until, after.as_deref())).await?
         else {
-            walker.cut(window.until);
+            walker.cut(resume_until);
             break;
         };
         let full = conversations.len() >= CONVERSATIONS_PER_PAGE;
@@ -124,8 +127,11 @@ pub async fn walk(app: &App, page_id: &str, window: Window) -> Result<Report, Ap
                 // different Pancake action).
                 continue;
             }
+            if let Some(t) = updated {
+                resume_until = resume_until.min(t + 1);
+            }
             if walker.conversation(conversation).await?.is_err() {
-                walker.cut(updated.map_or(window.until, |t| (t + 1).min(window.until)));
+                walker.cut(resume_until);
                 break 'pages;
             }
         }
@@ -175,7 +181,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// Reads one conversation back to what we have, then admits what is missing.
+    /// Reads one conversation back to the window's start, then admits what is missing.
     async fn conversation(&mut self, conversation: &ConversationSummary) -> Result<Result<(), OutOfTime>, AppError> {
         let Ok(id) = ConversationId::parse(&conversation.id) else {
             self.report.ignored += 1;
