@@ -28,6 +28,10 @@ pub enum AppError {
     Conflict(String),
     #[error("{dependency} is unavailable")]
     Unavailable { dependency: &'static str },
+    /// An outside service answered, but not usefully (refused the request,
+    /// or sent something unreadable): retrying as it is will not help.
+    #[error("{dependency} answered with an error")]
+    BadGateway { dependency: &'static str },
     #[error("internal error")]
     Internal,
 }
@@ -89,6 +93,7 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +107,7 @@ impl AppError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::Unavailable { .. } => "service_unavailable",
+            Self::BadGateway { .. } => "bad_gateway",
             Self::Internal => "internal_error",
         }
     }

@@ -96,8 +96,15 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
                 (["dead-letters"], &Method::GET) => admin::dead_letters::list(app, request).await,
                 (["dead-letters", id, "replay"], &Method::POST) => admin::dead_letters::replay(app, id).await,
                 (["actions"], &Method::GET) => admin::actions::list(app, request).await,
+                (["pages", page_id, "reconcile"], &Method::POST) => {
+                    admin::reconcile::reconcile(app, page_id, request).await
+                }
                 (
-                    ["health" | "stats" | "conversations" | "system" | "assistants" | "dead-letters" | "actions", ..],
+                    [
+                        "health" | "stats" | "conversations" | "system" | "assistants" | "dead-letters" | "actions"
+                        | "pages",
+                        ..,
+                    ],
                     _,
                 ) => Err(known_path(rest)),
                 _ => Err(AppError::NotFound),
@@ -133,7 +140,8 @@ fn known_path(rest: &[&str]) -> AppError {
         | ["assistants", _]
         | ["dead-letters"]
         | ["dead-letters", _, "replay"]
-        | ["actions"] => AppError::MethodNotAllowed,
+        | ["actions"]
+        | ["pages", _, "reconcile"] => AppError::MethodNotAllowed,
         _ => AppError::NotFound,
     }
 }

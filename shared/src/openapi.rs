@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/dead-letters"),
     ("POST", "/api/v1/admin/dead-letters/{id}/replay"),
     ("GET", "/api/v1/admin/actions"),
+    ("POST", "/api/v1/admin/pages/{page_id}/reconcile"),
     ("GET", "/api/cache/health"),
     ("GET", "/api/cache/metrics"),
     ("POST", "/api/cache/metrics"),
@@ -78,7 +79,7 @@ fn operation(method: &str, path: &str) -> Value {
             None,
             vec![
                 json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}),
-                json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "ended", "paused"]}}),
+                json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "ended", "paused", "unanswered"]}}),
                 json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
             ],
         ),
@@ -133,6 +134,22 @@ fn operation(method: &str, path: &str) -> Value {
                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}_[0-9a-fA-F-]{32,36}$"}}),
             ],
         ),
+        ("POST", "/api/v1/admin/pages/{page_id}/reconcile") => {
+            op["responses"]["409"] = error_response("Pancake's page API or this page's token is not configured");
+            op["responses"]["502"] = error_response("Pancake refused the request or answered unreadably");
+            let seconds = |description: &str| json!({"type": "integer", "minimum": 0, "maximum": 1_000_000_000_000_i64, "description": description});
+            (
+                "Admit what Pancake's webhook missed for a page in a window; answer only recent customer messages",
+                Some(json!({"type": "object", "properties": {
+                    "since": seconds("unix seconds; default until - 24 h"),
+                    "until": seconds("unix seconds; default now")}})),
+                vec![
+                    json!({"name": "page_id", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": 256}}),
+                    json!({"name": "since", "in": "query", "schema": seconds("unix seconds; default until - 24 h (at most 30 days before until)")}),
+                    json!({"name": "until", "in": "query", "schema": seconds("unix seconds; default now")}),
+                ],
+            )
+        }
         ("GET", "/api/cache/health") => ("Cache health", None, vec![]),
         ("GET", "/api/cache/metrics") => ("Cache hit rates and latency", None, vec![]),
         ("POST", "/api/cache/metrics") => (
@@ -174,7 +191,9 @@ fn operation(method: &str, path: &str) -> Value {
         op["parameters"] = json!(parameters);
     }
     if let Some(schema) = body {
-        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        // Reconciliation's window may come in the query instead (or not at all).
+        let required = !path.ends_with("/reconcile");
+        op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": schema}}});
     }
     op
 }

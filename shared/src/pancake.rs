@@ -3,7 +3,11 @@
 //! `{"action": "reply_inbox", "message": …}`), look for a message already
 //! sent (`GET` on the same path, to settle a send whose outcome is unknown)
 //! and assign staff (`POST …/assign`, `{"assignee_ids": […]}`),
-//! authenticated by the `page_access_token` query parameter.
+//! authenticated by the `page_access_token` query parameter (the page's own
+//! from `PANCAKE_PAGE_ACCESS_TOKENS`, else `PANCAKE_PAGE_ACCESS_TOKEN`).
+//! Reconciliation reads through it too: a page's conversations updated in a
+//! window (`GET /pages/{page_id}/conversations`, Pancake's v2 API) and a
+//! conversation's messages a page at a time (`GET …/messages`).
 //!
 //! With no `PANCAKE_BASE_URL`, delivery is *disabled*: every action is
 //! reported as not sent, never silently dropped.
@@ -28,6 +32,9 @@ pub enum PancakeError {
     Transport(String),
     #[error("Pancake answered HTTP {status}: {body}")]
     Rejected { status: u16, body: String },
+    /// A listing answered `200` with something that is not a listing.
+    #[error("unreadable Pancake listing: {0}")]
+    Unreadable(String),
 }
 
 impl PancakeError {
@@ -37,7 +44,7 @@ impl PancakeError {
         match self {
             Self::Unreachable(_) | Self::Transport(_) => true,
             Self::Rejected { status, .. } => *status == 429 || *status >= 500,
-            Self::Disabled | Self::NoToken => false,
+            Self::Disabled | Self::NoToken | Self::Unreadable(_) => false,
         }
     }
 
@@ -48,7 +55,7 @@ impl PancakeError {
         match self {
             Self::Transport(_) => true,
             Self::Rejected { status, .. } => *status >= 500,
-            Self::Unreachable(_) | Self::Disabled | Self::NoToken => false,
+            Self::Unreachable(_) | Self::Disabled | Self::NoToken | Self::Unreadable(_) => false,
         }
     }
 }
@@ -58,6 +65,30 @@ impl PancakeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
     pub message_id: Option<String>,
+}
+
+/// Messages Pancake returns per page of a conversation's messages.
+pub const MESSAGES_PER_PAGE: usize = 30;
+
+/// One conversation of a page's listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationSummary {
+    pub id: String,
+    /// `INBOX`, `COMMENT`, `LIVESTREAM`.
+    pub kind: Option<String>,
+    /// Its latest activity (epoch seconds), when readable.
+    pub updated_at: Option<f64>,
+    /// Who owns the thread (usually the customer), as Pancake gives it.
+    pub from: Value,
+}
+
+/// One page of a conversation's messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagePage {
+    /// Newest first, as Pancake gives them.
+    pub messages: Vec<Value>,
+    /// The customer who owns the conversation (`conv_from`), when given.
+    pub customer: Value,
 }
 
 /// A reqwest failure as a Pancake error: a request that could not connect
@@ -73,6 +104,7 @@ pub struct Pancake {
     client: reqwest::Client,
     base_url: Option<String>,
     page_access_token: Option<Secret>,
+    page_access_tokens: std::collections::HashMap<String, Secret>,
     assign_user_ids: Vec<String>,
     /// Largest reply read (`MAX_RESPONSE_BYTES`).
     max_body: usize,
@@ -84,6 +116,7 @@ impl Pancake {
             client,
             base_url: config.pancake_base_url.clone(),
             page_access_token: config.pancake_page_access_token.clone(),
+            page_access_tokens: config.pancake_page_access_tokens.clone(),
             assign_user_ids: config.pancake_assign_user_ids.clone(),
             max_body: config.max_response_bytes,
         }
@@ -164,17 +197,116 @@ impl Pancake {
         Ok(found.map(|m| Match { message_id: id_of(m.get("id")) }).collect())
     }
 
+    /// The page's own token, else the shared one.
+    fn token(&self, page_id: &str) -> Option<&Secret> {
+        self.page_access_tokens.get(page_id).or(self.page_access_token.as_ref())
+    }
+
+    /// Whether the page API can be read for `page_id` (a base URL and a token).
+    pub fn serves(&self, page_id: &str) -> Result<(), PancakeError> {
+        self.base_url.as_ref().ok_or(PancakeError::Disabled)?;
+        self.token(page_id).map(drop).ok_or(PancakeError::NoToken)
+    }
+
     /// `{base}/pages/{page}/conversations/{conversation}/{tail}` with the token.
     fn url(&self, page_id: &str, conversation_id: &str, tail: &str) -> Result<reqwest::Url, PancakeError> {
         let base = self.base_url.as_deref().ok_or(PancakeError::Disabled)?;
-        let token = self.page_access_token.as_ref().ok_or(PancakeError::NoToken)?;
+        self.page_url(base, page_id, &["conversations", conversation_id, tail])
+    }
+
+    /// `{base}/pages/{page}/{segments…}?page_access_token=…`.
+    fn page_url(&self, base: &str, page_id: &str, segments: &[&str]) -> Result<reqwest::Url, PancakeError> {
+        let token = self.token(page_id).ok_or(PancakeError::NoToken)?;
         let mut url = reqwest::Url::parse(base).map_err(|e| PancakeError::Unreachable(e.to_string()))?;
         url.path_segments_mut()
             .map_err(|_| PancakeError::Unreachable("PANCAKE_BASE_URL cannot be a base".into()))?
             .pop_if_empty()
-            .extend(["pages", page_id, "conversations", conversation_id, tail]);
+            .push("pages")
+            .push(page_id)
+            .extend(segments);
         url.query_pairs_mut().append_pair("page_access_token", token.expose());
         Ok(url)
+    }
+
+    /// One page (up to 60) of the page's conversations updated in
+    /// `[since, until]` (epoch seconds), most recently updated first; the
+    /// next page starts after `last_conversation_id`. Pancake serves this
+    /// listing on its v2 API: a base URL ending in `/v1` is read as `/v2`
+    /// here (any other base, a stand-in, as it is).
+    pub async fn conversations(
+        &self,
+        page_id: &str,
+        since: i64,
+        until: i64,
+        last_conversation_id: Option<&str>,
+    ) -> Result<Vec<ConversationSummary>, PancakeError> {
+        let base = self.base_url.as_deref().ok_or(PancakeError::Disabled)?;
+        let base = base.strip_suffix("/v1").map_or_else(|| base.to_owned(), |stem| format!("{stem}/v2"));
+        let mut url = self.page_url(&base, page_id, &["conversations"])?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("since", &since.to_string());
+            query.append_pair("until", &until.to_string());
+            query.append_pair("order_by", "updated_at");
+            if let Some(last) = last_conversation_id {
+                query.append_pair("last_conversation_id", last);
+            }
+        }
+        let listing = self.get_listing(url).await?;
+        let items = listing
+            .get("conversations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| PancakeError::Unreadable("no conversations array".into()))?;
+        Ok(items
+            .iter()
+            .filter_map(|c| {
+                Some(ConversationSummary {
+                    id: id_of(c.get("id"))?,
+                    kind: c.get("type").and_then(Value::as_str).map(String::from),
+                    updated_at: c.get("updated_at").and_then(Value::as_str).and_then(parse_utc),
+                    from: c.get("from").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect())
+    }
+
+    /// One page of a conversation's messages, newest first: the newest
+    /// [`MESSAGES_PER_PAGE`] with `current_count` 0, and with `current_count`
+    /// n the ones before the n newest (Pancake's paging by index).
+    pub async fn messages(
+        &self,
+        page_id: &str,
+        conversation_id: &str,
+        current_count: usize,
+    ) -> Result<MessagePage, PancakeError> {
+        let mut url = self.url(page_id, conversation_id, "messages")?;
+        if current_count > 0 {
+            url.query_pairs_mut().append_pair("current_count", &current_count.to_string());
+        }
+        let listing = self.get_listing(url).await?;
+        let messages = listing
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or_else(|| PancakeError::Unreadable("no messages array".into()))?
+            .clone();
+        Ok(MessagePage { messages, customer: listing.get("conv_from").cloned().unwrap_or(Value::Null) })
+    }
+
+    /// A `GET` of a listing: `200` with a JSON object whose `success` is not `false`.
+    async fn get_listing(&self, url: reqwest::Url) -> Result<Value, PancakeError> {
+        // `transport`: the URL carries the page token and must not reach a log.
+        let response = self.client.get(url).timeout(SEND_TIMEOUT).send().await.map_err(transport)?;
+        let status = response.status();
+        let body = read_capped(response, self.max_body).await;
+        if !status.is_success() {
+            return Err(PancakeError::Rejected { status: status.as_u16(), body: String::new() });
+        }
+        let body = body.map_err(|e| PancakeError::Unreadable(e.to_string()))?;
+        let listing: Value = serde_json::from_slice(&body).map_err(|e| PancakeError::Unreadable(e.to_string()))?;
+        if !listing.is_object() || listing.get("success") == Some(&Value::Bool(false)) {
+            return Err(PancakeError::Unreadable("not a successful listing".into()));
+        }
+        Ok(listing)
     }
 
     async fn post(

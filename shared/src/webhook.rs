@@ -31,9 +31,9 @@ use crate::{
     dates::parse_utc,
     domain::{ConversationId, IncomingMessage, MessageId, SenderType, check_id, check_not_ahead},
     error::{AppError, AuthFailure},
-    jobs::{PersistMessage, Redrive, UpdateConversation},
+    jobs::UpdateConversation,
     pipeline,
-    redis::{Admission, AdmitMode},
+    redis::Admission,
     response::json_response,
 };
 
@@ -244,32 +244,11 @@ async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppErr
         return pipeline::page::degraded_message(app, &message, sent_by_page).await;
     }
     pipeline::degraded::restore_redis(app).await;
-    if sent_by_page {
-        if app.store.is_echo(&message.conversation_id, message.message_id.as_str(), &message.message_content).await? {
-            return Ok("ignored_echo");
-        }
-        // Redis has no mark for a send made while it was away: Postgres
-        // has the send. If Postgres cannot say, it counts as a human's.
-        if pipeline::page::is_echo_in_postgres(app, &message).await.unwrap_or(false) {
-            return Ok("ignored_echo");
-        }
+    if sent_by_page && pipeline::page::is_echo(app, &message).await? {
+        return Ok("ignored_echo");
     }
-    let persist = PersistMessage::of(&message);
-    let process = Redrive {
-        conversation_id: message.conversation_id.to_string(),
-        page_id: Some(page_id),
-        assistant_id: None,
-        reason: "webhook".into(),
-        // With a hand-off the entry admit writes is only the safety net.
-        handed_off: app.handoff.is_on(),
-    };
-    let persist = serde_json::to_string(&persist).map_err(|_| AppError::Internal)?;
-    let process_job = serde_json::to_string(&process).map_err(|_| AppError::Internal)?;
-    let admission = app.store.admit(&message, &persist, AdmitMode::Defer { process_job: &process_job }).await?;
-    if admission == Admission::Queued && process.handed_off {
-        pipeline::handoff::hand_off(app, &message.conversation_id, &process).await;
-    }
-    Ok(match admission {
+    let answer = pipeline::page::Answer::Yes { reason: "webhook" };
+    Ok(match pipeline::page::admit(app, &page_id, &message, answer).await? {
         Admission::Duplicate => "duplicate",
         Admission::BotPaused if sent_by_page => "human_replied_bot_paused",
         Admission::BotPaused => "bot_paused",

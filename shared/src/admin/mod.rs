@@ -1,6 +1,7 @@
 //! The operator APIs (seed 001's admin endpoints, seed 004's cache
 //! endpoints): health, statistics, conversation control, assistants, the
-//! cache, dead letters (listed and replayed) and actions by status. Every
+//! cache, dead letters (listed and replayed), actions by status, and a
+//! page's reconciliation with Pancake after a missed stretch of webhooks. Every
 //! route requires `Authorization: Bearer $ADMIN_ACCESS_TOKEN` (constant-time);
 //! with no admin token configured every call is refused.
 
@@ -10,6 +11,7 @@ pub mod cache_api;
 pub mod control;
 pub mod dead_letters;
 pub mod health;
+pub mod reconcile;
 pub mod stats;
 
 use bytes::Bytes;

@@ -1,6 +1,7 @@
 //! `GET /api/v1/admin/stats` (seed 001's shape plus Postgres, queue, cache
 //! and AI figures) and `GET /api/v1/admin/conversations` (cursor-paginated,
-//! filterable by status, enriched with live Redis state).
+//! filterable by status, enriched with live Redis state; `status=unanswered`
+//! lists what reconciliation stored for the agents to answer).
 
 use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -108,9 +109,9 @@ pub async fn conversations(app: &App, request: &Request<bytes::Bytes>) -> Result
     };
     let status = query_param(request, "status");
     if let Some(s) = &status
-        && !matches!(s.as_str(), "active" | "ended" | "paused")
+        && !matches!(s.as_str(), "active" | "ended" | "paused" | "unanswered")
     {
-        return Err(AppError::invalid("status", "must be active, ended or paused"));
+        return Err(AppError::invalid("status", "must be active, ended, paused or unanswered"));
     }
     let cursor = match query_param(request, "cursor") {
         None => None,

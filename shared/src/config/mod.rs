@@ -11,6 +11,7 @@
 
 mod handoff;
 pub mod integrations;
+mod page_tokens;
 
 use std::{fmt, time::Duration};
 
@@ -83,6 +84,10 @@ pub struct Config {
     pub pancake_access_token: Secret,
     /// The `page_access_token` used for Pancake's page API (send message, assign).
     pub pancake_page_access_token: Option<Secret>,
+    /// Per-page tokens (`PANCAKE_PAGE_ACCESS_TOKENS`); a page not listed uses the one above.
+    pub pancake_page_access_tokens: std::collections::HashMap<String, Secret>,
+    /// Reconciliation answers a customer message only if it is younger than this.
+    pub reconcile_answer_within: Duration,
     /// Staff ids a `transfer_to_agent` assigns in Pancake; empty means pause only.
     pub pancake_assign_user_ids: Vec<String>,
     pub admin_access_token: Option<Secret>,
@@ -206,6 +211,8 @@ impl Config {
             pancake_base_url: env.get("PANCAKE_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
             pancake_access_token: Secret::new(env.require("PANCAKE_ACCESS_TOKEN")?),
             pancake_page_access_token: env.get("PANCAKE_PAGE_ACCESS_TOKEN").map(Secret::new),
+            pancake_page_access_tokens: page_tokens::parse(env.get("PANCAKE_PAGE_ACCESS_TOKENS").as_deref())?,
+            reconcile_answer_within: Duration::from_secs(env.parse_or("RECONCILE_ANSWER_WITHIN_SECS", 600u64)?),
             pancake_assign_user_ids: env
                 .get("PANCAKE_ASSIGN_USER_IDS")
                 .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())

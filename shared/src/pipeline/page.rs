@@ -1,9 +1,15 @@
-//! A message from Pancake's webhook that Redis cannot take: the same
-//! message, stored and answered from Postgres (degraded mode), because
-//! Pancake never redelivers an event it was refused and suspends a webhook
-//! that keeps failing. Echoes of what the bot sent are recognised from
-//! Postgres (`message_actions` holds Pancake's ids and the texts), so the
-//! bot's own message never passes for a human taking over.
+//! A message from Pancake (its webhook, or reconciliation reading its API)
+//! admitted: [`is_echo`] recognises the bot's own sends, [`admit`] runs the
+//! admit script with the persistence job and, to answer, the
+//! `process_conversation` job — one path for both, so dedupe makes either
+//! a repeat of the other.
+//!
+//! When Redis cannot take it: the same message, stored and answered from
+//! Postgres (degraded mode), because Pancake never redelivers an event it
+//! was refused and suspends a webhook that keeps failing. Echoes of what
+//! the bot sent are recognised from Postgres (`message_actions` holds
+//! Pancake's ids and the texts), so the bot's own message never passes for
+//! a human taking over.
 
 use super::{
     Outcome,
@@ -11,11 +17,68 @@ use super::{
 };
 use crate::{
     App,
+    clock::now_epoch_seconds,
     domain::{ConversationId, IncomingMessage},
     error::AppError,
-    jobs::UpdateConversation,
+    jobs::{PersistMessage, Redrive, UpdateConversation},
     postgres::{echoes, writer},
+    redis::{Admission, AdmitMode},
 };
+
+/// Whether an admitted Pancake message is to be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Owed, with a `process_conversation` job naming `reason` (a human's
+    /// message pauses the bot from now).
+    Yes { reason: &'static str },
+    /// Recorded only ([`AdmitMode::Store`]): a human's message pauses the
+    /// bot from when it was sent, as its webhook would have.
+    No,
+}
+
+/// Whether a page-sent message is the echo of one the bot sent: Redis'
+/// marks first, then Postgres' record of the sends (Redis has no mark for
+/// a send made while it was away). If Postgres cannot say, it is not one
+/// (it counts as a human's).
+pub async fn is_echo(app: &App, message: &IncomingMessage) -> Result<bool, AppError> {
+    if app.store.is_echo(&message.conversation_id, message.message_id.as_str(), &message.message_content).await? {
+        return Ok(true);
+    }
+    Ok(is_echo_in_postgres(app, message).await.unwrap_or(false))
+}
+
+/// Admits one message of `page_id` through the admit script, with its
+/// persistence job (the consumer writes it to Postgres) and, answered, its
+/// `process_conversation` job (the consumer answers it).
+pub async fn admit(app: &App, page_id: &str, message: &IncomingMessage, answer: Answer) -> Result<Admission, AppError> {
+    let mut persist = PersistMessage::of(message);
+    let process = match answer {
+        Answer::Yes { reason } => Some(Redrive {
+            conversation_id: message.conversation_id.to_string(),
+            page_id: Some(page_id.to_owned()),
+            assistant_id: None,
+            reason: reason.into(),
+            // With a hand-off the entry admit writes is only the safety net.
+            handed_off: app.handoff.is_on(),
+        }),
+        Answer::No => {
+            // Postgres' pause of a human's message runs from this time.
+            persist.received_at = message.timestamp.min(now_epoch_seconds());
+            None
+        }
+    };
+    let persist = serde_json::to_string(&persist).map_err(|_| AppError::Internal)?;
+    let process_job = process.as_ref().map(serde_json::to_string).transpose().map_err(|_| AppError::Internal)?;
+    let mode = match &process_job {
+        Some(process_job) => AdmitMode::Defer { process_job },
+        None => AdmitMode::Store,
+    };
+    let admission = app.store.admit(message, &persist, mode).await?;
+    if let Some(process) = process.filter(|p| p.handed_off && admission == Admission::Queued) {
+        super::handoff::hand_off(app, &message.conversation_id, &process).await;
+    }
+    Ok(admission)
+}
 
 /// How far back a sent message can still be echoed: as long as Redis'
 /// echo marks last (a retried send's echo can come late).

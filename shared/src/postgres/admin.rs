@@ -77,15 +77,22 @@ pub struct ConversationRow {
 }
 
 /// A page of the listing, newest first: the total matching `status`
-/// (`active`, `ended`, `paused` or all) and up to `limit` rows strictly
-/// after the keyset position `(after_ts, after_id)` in that order.
+/// (`active`, `ended`, `paused`, `unanswered` or all) and up to `limit`
+/// rows strictly after the keyset position `(after_ts, after_id)` in that
+/// order. `unanswered`: the conversation's last message is a customer's
+/// that reconciliation stored without an answer (nobody has replied since).
 pub async fn conversation_page(
     db: &impl GenericClient,
     status: Option<&str>,
     after: Option<(f64, &str)>,
     limit: i64,
 ) -> Result<(i64, Vec<ConversationRow>), tokio_postgres::Error> {
-    let filter = "($1::text IS NULL OR ($1 = 'paused' AND bot_paused) OR ($1 <> 'paused' AND status = $1))";
+    let filter = "($1::text IS NULL OR ($1 = 'paused' AND bot_paused)
+                   OR ($1 = 'unanswered' AND EXISTS (
+                        SELECT 1 FROM messages m
+                         WHERE m.conversation_id = conversations.conversation_id
+                           AND m.message_id = conversations.last_message_id AND m.admit_outcome = 'unanswered'))
+                   OR ($1 NOT IN ('paused', 'unanswered') AND status = $1))";
     let total: i64 =
         db.query_one(&format!("SELECT COUNT(*) FROM conversations WHERE {filter}"), &[&status]).await?.get(0);
     // The first page starts above every real key.

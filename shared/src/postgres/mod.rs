@@ -10,6 +10,7 @@
 //!   and replayed by operators;
 //! - [`admin`]: the operators' reads and writes of conversations, actions and
 //!   figures;
+//! - [`known`]: which Pancake messages are already stored (reconciliation);
 //! - [`assistants`]: lookups through the cache ([`AssistantDirectory`]) and
 //!   the operators' reads and writes of the table (`assistants::rows`).
 //!
@@ -23,6 +24,7 @@ pub mod dead_letters;
 pub mod degraded;
 pub mod echoes;
 pub mod history;
+pub mod known;
 pub mod writer;
 
 pub use assistants::AssistantDirectory;

@@ -28,6 +28,7 @@
 --   16 page_id           '' = unknown
 --   17 assistant_id      '' = unknown
 --   18 mode              'sync' (try the lock now) | 'defer' (enqueue a process job)
+--                        | 'store' (recorded, never answered: reconciliation's old messages)
 --   19 process_job       JSON, defer mode
 --   20 page_rate_max     0 = off
 --   21 known_ttl_secs
@@ -36,7 +37,7 @@
 --   23 context_max       entries kept in the context (the newest)
 --   24 context_max_bytes bytes of context kept (the newest entry always stays)
 --
--- Returns {'duplicate'} | {'stored'} | {'bot_paused'}
+-- Returns {'duplicate'} | {'stored'} | {'unanswered'} | {'bot_paused'}
 --       | {'rate_limited', secs, 'conversation' | 'page'}
 --       | {'locked'} | {'queued'}
 --       | {'acquired', fence, ctx[], owed[member, seq, ...], known ('1' | '0')}
@@ -122,6 +123,26 @@ local function save_state(extra_ttl_s)
 end
 
 local paused_until = tonumber(st[3]) or 0
+if ARGV[18] == 'store' then
+  -- Reconciliation of a message the webhook missed long enough ago that
+  -- the bot must not answer it now: recorded (context, persistence), never
+  -- owed; a customer's is `unanswered`, for the agents. A human's reply
+  -- pauses the bot as its webhook would have, from when it was sent: only
+  -- what is left of that pause, if anything.
+  if ARGV[4] == 'agent' then
+    local pause_end = math.floor(math.min(ts * 1000, now_ms) + tonumber(ARGV[13]) * 1000)
+    if pause_end > paused_until and pause_end > now_ms then
+      table.insert(fields, 'paused_until_ms'); table.insert(fields, pause_end)
+      save_state(math.ceil((pause_end - now_ms) / 1000))
+      persist('bot_paused')
+      return done({'bot_paused'})
+    end
+  end
+  local outcome = ARGV[4] == 'customer' and 'unanswered' or 'stored'
+  save_state(math.ceil((paused_until - now_ms) / 1000))
+  persist(outcome)
+  return done({outcome})
+end
 if ARGV[4] == 'agent' then
   -- A human answered: the bot stays quiet until resumed or the pause times out.
   table.insert(fields, 'paused_until_ms'); table.insert(fields, now_ms + tonumber(ARGV[13]) * 1000)

@@ -49,7 +49,8 @@ pub(super) struct AdmitArgs<'a> {
     pub page_id: &'a str,
     /// Empty when unknown.
     pub assistant_id: &'a str,
-    /// `sync` (try the lock now) or `defer` (enqueue `process_job`).
+    /// `sync` (try the lock now), `defer` (enqueue `process_job`) or
+    /// `store` (record, never answer).
     pub mode: &'a str,
     pub process_job: &'a str,
     /// The page window inside the script (one shard); 0 = off.

@@ -28,6 +28,24 @@ impl ConversationStore {
         Ok(echo == 1)
     }
 
+    /// Which of these Pancake message ids of one conversation Redis knows:
+    /// admitted (the dedupe mark) or sent by this backend (the echo's id).
+    /// One pipeline (the conversation's keys share a slot).
+    pub async fn known_messages(&self, conversation: &ConversationId, ids: &[&str]) -> Result<Vec<bool>, AppError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys.conversation(conversation);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            // An id that is no valid message id was never admitted.
+            let seen = crate::domain::MessageId::parse(id).map(|m| keys.seen(&m)).unwrap_or_else(|_| keys.sent(id));
+            pipe.exists(seen).exists(keys.sent(id));
+        }
+        let found: Vec<bool> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(found.chunks(2).map(|pair| pair.iter().any(|&f| f)).collect())
+    }
+
     /// After delivery: remember Pancake's ids of what we sent (to ignore their
     /// echoes), settle the send marks and enqueue `jobs` — `(type, payload)`
     /// pairs, as [`ConversationStore::enqueue`] takes them: the results and a

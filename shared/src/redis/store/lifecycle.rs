@@ -62,7 +62,8 @@ impl ConversationStore {
         let page = message.page_id().filter(|_| self.page_rate_max > 0);
         let page_in_script = page.is_some() && self.keys.shard_count() == 1;
         let page_verdict = match page {
-            Some(page) if !page_in_script && message.sender_type.is_customer() => {
+            // A message stored unanswered sends nothing: it spends no quota.
+            Some(page) if !page_in_script && message.sender_type.is_customer() && !matches!(mode, AdmitMode::Store) => {
                 let wait: u64 = scripts::PAGE_RATE
                     .key(self.keys.page_rate(&page))
                     .arg(now_ms())
@@ -97,9 +98,10 @@ impl ConversationStore {
             mode: match mode {
                 AdmitMode::Sync => "sync",
                 AdmitMode::Defer { .. } => "defer",
+                AdmitMode::Store => "store",
             },
             process_job: match mode {
-                AdmitMode::Sync => "",
+                AdmitMode::Sync | AdmitMode::Store => "",
                 AdmitMode::Defer { process_job } => process_job,
             },
             page_rate_max: if page_in_script { self.page_rate_max } else { 0 },
@@ -120,7 +122,7 @@ impl ConversationStore {
         let tag = string(parts.next())?;
         Ok(match tag.as_str() {
             "duplicate" => Admission::Duplicate,
-            "stored" => Admission::Stored,
+            "stored" | "unanswered" => Admission::Stored,
             "bot_paused" => Admission::BotPaused,
             "locked" => Admission::Locked,
             "queued" => Admission::Queued,

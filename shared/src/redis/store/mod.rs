@@ -46,7 +46,9 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
     Duplicate,
-    /// A bot or system message: recorded, nothing to answer.
+    /// A bot or system message: recorded, nothing to answer. In
+    /// [`AdmitMode::Store`] also a customer's message, recorded unanswered
+    /// (persisted with the outcome `unanswered`).
     Stored,
     BotPaused,
     RateLimited {
@@ -70,6 +72,11 @@ pub enum AdmitMode<'a> {
     Sync,
     /// Enqueue this `process_conversation` job instead (the webhook path).
     Defer { process_job: &'a str },
+    /// Record it, never answer it (reconciliation's messages too old to
+    /// answer now): a customer's is persisted `unanswered`, nothing is owed;
+    /// a human's pauses the bot only for what is left of the pause counted
+    /// from the message's own time.
+    Store,
 }
 
 /// The outcome of claiming a conversation with no message in hand.
