@@ -15,7 +15,7 @@
 //! texts, phone numbers): it stays at `info` whatever the level says, unless
 //! `RUST_LOG` names it explicitly.
 
-use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter};
+use tracing_subscriber::{EnvFilter, fmt, fmt::MakeWriter, util::SubscriberInitExt};
 
 /// The log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,9 +76,18 @@ pub fn init() {
     init_with(&LogSettings::from_lookup(|name| std::env::var(name).ok()), std::io::stdout);
 }
 
-/// Installs the subscriber for `settings` writing to `writer` (tests
-/// capture the output this way); `false` if one was already installed.
+/// Installs the subscriber for `settings` writing to `writer` (and the
+/// bridge from `log` records); `false` if one was already installed.
 pub fn init_with<W>(settings: &LogSettings, writer: W) -> bool
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    subscriber(settings, writer).try_init().is_ok()
+}
+
+/// The subscriber for `settings` writing to `writer`, not installed (a test
+/// sets it as its thread's default to capture a request's lines).
+pub fn subscriber<W>(settings: &LogSettings, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -86,9 +95,9 @@ where
     let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(false).with_writer(writer);
     match settings.format {
         LogFormat::Json => {
-            builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init().is_ok()
+            Box::new(builder.json().flatten_event(true).with_current_span(false).with_span_list(false).finish())
         }
-        LogFormat::Text => builder.try_init().is_ok(),
+        LogFormat::Text => Box::new(builder.finish()),
     }
 }
 
