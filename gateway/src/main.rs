@@ -22,12 +22,13 @@ use axum::{
     response::IntoResponse,
 };
 use switchboard::{
-    App, Config, config::HandoffConfig, consumer::Consumer, handoff::Handoff, http::SourceIp, telemetry,
+    App, Config, config::HandoffConfig, consumer::Consumer, handoff::Handoff, http::SourceIp, metrics, telemetry,
 };
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init();
+    metrics::init()?;
     let mut config = Config::from_env()?;
     // Seed 001 names the address `API_HOST` / `API_PORT`; `PORT` and
     // `GATEWAY_BIND` (what the scripts set) win when both are given.
@@ -89,7 +90,9 @@ async fn serve(
         Ok(bytes) => bytes,
         Err(_) => Bytes::from(vec![0u8; limit]),
     };
-    let response = switchboard::http::route(&app, http::Request::from_parts(parts, body)).await;
+    // No Lambda request id here: one made up, so local lines correlate too.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let response = switchboard::http::serve(&app, http::Request::from_parts(parts, body), &request_id).await;
     let (parts, body) = response.into_parts();
     http::Response::from_parts(parts, axum::body::Body::from(body))
 }

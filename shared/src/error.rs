@@ -137,16 +137,22 @@ impl AppError {
     }
 }
 
+/// The conversation the current request is about (`None` outside a request,
+/// e.g. in the consumer), so a store failure names the conversation it hit.
+fn current_conversation() -> Option<String> {
+    crate::metrics::current_conversation()
+}
+
 impl From<::redis::RedisError> for AppError {
     fn from(err: ::redis::RedisError) -> Self {
-        tracing::error!(error = %err, "redis call failed");
+        tracing::error!(error = %err, conversation_id = current_conversation().as_deref(), "redis call failed");
         Self::Unavailable { dependency: "redis" }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for AppError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
-        tracing::error!(error = %err, "postgres pool failed");
+        tracing::error!(error = %err, conversation_id = current_conversation().as_deref(), "postgres pool failed");
         Self::Unavailable { dependency: "postgres" }
     }
 }
@@ -157,14 +163,14 @@ impl From<tokio_postgres::Error> for AppError {
     fn from(err: tokio_postgres::Error) -> Self {
         let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
         if code.starts_with("22") {
-            tracing::warn!(sqlstate = %code, "postgres refused the data");
+            tracing::warn!(sqlstate = %code, conversation_id = current_conversation().as_deref(), "postgres refused the data");
             return Self::invalid("body", "contains a value the database cannot store");
         }
         if code == "23505" {
-            tracing::warn!(sqlstate = %code, "unique key conflict");
+            tracing::warn!(sqlstate = %code, conversation_id = current_conversation().as_deref(), "unique key conflict");
             return Self::Conflict("a concurrent change conflicts with this one; retry".into());
         }
-        tracing::error!(error = %err, "postgres query failed");
+        tracing::error!(error = %err, conversation_id = current_conversation().as_deref(), "postgres query failed");
         Self::Unavailable { dependency: "postgres" }
     }
 }

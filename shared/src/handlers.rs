@@ -24,8 +24,10 @@ pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Res
     let started = Instant::now();
     require_bearer(request.headers(), &app.config.pancake_access_token)?;
     let message = IncomingMessage::parse(request.body(), app.config.max_message_bytes)?;
+    crate::metrics::conversation(message.conversation_id.as_str());
     let message_id = message.message_id.as_str();
     let (outcome, backend) = pipeline::handle(app, &message).await?;
+    crate::metrics::handled(status_name(&outcome));
     let backend = backend.as_str();
     tracing::info!(
         conversation_id = %message.conversation_id,

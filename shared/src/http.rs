@@ -1,11 +1,14 @@
 //! The router every entry point calls: the Lambda adapter ([`crate::lambda`])
-//! and the local gateway both hand it an `http::Request<Bytes>` and send back
-//! what it returns, so a route behaves the same everywhere.
+//! and the local gateway both hand it an `http::Request<Bytes>` through
+//! [`serve`] and send back what it returns, so a route behaves, logs and
+//! counts the same everywhere.
+
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 
-use crate::{App, admin, error::AppError, handlers, response::json_response};
+use crate::{App, admin, clock::elapsed_ms, error::AppError, handlers, metrics, response::json_response};
 
 /// Bodies above this are refused before parsing (the largest valid message is
 /// 64 KiB of content plus a little JSON).
@@ -15,6 +18,43 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// `sourceIp`, the local gateway's peer), carried as a request extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceIp(pub String);
+
+/// One request from an entry point: routed inside a metrics scope, then
+/// one log line (`request`: `request_id`, `method`, `route` — the path,
+/// never the query, which holds the webhook's token —, `status`,
+/// `latency_ms`, `conversation_id` where there is one, `cache_hits`,
+/// `cache_misses`; `warn` for a 5xx) and its EMF documents. `request_id` is
+/// Lambda's, or one the local gateway made up.
+pub async fn serve(app: &App, request: Request<Bytes>, request_id: &str) -> Response<Bytes> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // Boxed: the routes' futures are too deep for the callers' to lay out inline.
+    let (response, mut observed) = metrics::scope(Box::pin(route(app, request))).await;
+    let status = response.status();
+    let latency_ms = elapsed_ms(started.elapsed());
+    // A message route that refused or failed still counts as handled, so a
+    // failing sender shows in `MessagesHandled` too.
+    if matches!(route_family(&path), "enhanced-handle-message" | "webhook") {
+        if status.is_server_error() {
+            observed.handled_if_unset("failed");
+        } else if status.is_client_error() {
+            observed.handled_if_unset("rejected");
+        }
+    }
+    let (cache_hits, cache_misses) = observed.cache_totals();
+    let conversation_id = observed.conversation_id();
+    let status = status.as_u16();
+    if status >= 500 {
+        tracing::warn!(request_id, %method, route = path.as_str(), status, latency_ms, conversation_id,
+            cache_hits, cache_misses, "request");
+    } else {
+        tracing::info!(request_id, %method, route = path.as_str(), status, latency_ms, conversation_id,
+            cache_hits, cache_misses, "request");
+    }
+    observed.emit(Some(request_id));
+    response
+}
 
 /// Dispatches one request. Never panics on input; every failure is an
 /// [`AppError`] mapped to its status.

@@ -24,6 +24,17 @@ pub const PROCESS_CONVERSATION: &str = "process_conversation";
 pub const UPDATE_CONVERSATION: &str = "update_conversation";
 pub const DELIVER_ACTION: &str = "deliver_action";
 
+/// The conversation a job's payload names (every job type has a top-level
+/// `conversation_id`), for log lines about an entry that failed; `None` if
+/// the payload does not parse that far.
+pub fn conversation_of(payload: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        conversation_id: String,
+    }
+    serde_json::from_str::<Named>(payload).ok().map(|named| named.conversation_id)
+}
+
 /// One admitted message, whatever its admit outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersistMessage {

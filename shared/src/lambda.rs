@@ -1,19 +1,22 @@
 //! The adapter from `lambda_http` (API Gateway HTTP and REST events) to the
 //! router in [`crate::http`], so the Lambda binaries and the local gateway run
-//! the same handler code; and `process-conversation`'s handler of a
-//! hand-off (the same code the gateway runs inline).
+//! the same handler code (and log and count each request the same way,
+//! through [`crate::http::serve`], with Lambda's request id); and
+//! `process-conversation`'s handler of a hand-off (the same code the
+//! gateway runs inline).
 
 use bytes::Bytes;
 use lambda_http::{Body, Error, LambdaEvent, Request, RequestExt, Response, request::RequestContext, run, service_fn};
 use serde_json::{Value, json};
 
-use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, jobs::Redrive, pipeline, telemetry};
+use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, jobs::Redrive, metrics, pipeline, telemetry};
 
 /// The whole `main` of an HTTP function: telemetry, configuration read once,
 /// clients built once, then the runtime loop. Every HTTP function serves the
 /// same router; API Gateway decides which routes reach which function.
 pub async fn run_http() -> Result<(), Error> {
     telemetry::init();
+    metrics::init()?;
     let config = Config::from_env()?;
     let app = App::build(config)?;
     let app = &app;
@@ -32,6 +35,7 @@ fn source_ip(request: &Request) -> Option<String> {
 /// Handles one API Gateway event.
 pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error> {
     let source = source_ip(&request);
+    let request_id = request.lambda_context_ref().map(|context| context.request_id.clone()).unwrap_or_default();
     let deadline = request.lambda_context_ref().and_then(|context| deadline::from_epoch_ms(context.deadline, now_ms()));
     let (mut parts, body) = request.into_parts();
     if let Some(ip) = source {
@@ -43,7 +47,8 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
         Body::Binary(bytes) => Bytes::from(bytes),
         _ => Bytes::new(),
     };
-    let response = deadline::within(deadline, crate::http::route(app, http::Request::from_parts(parts, body))).await;
+    let request = http::Request::from_parts(parts, body);
+    let response = deadline::within(deadline, crate::http::serve(app, request, &request_id)).await;
     let (parts, body) = response.into_parts();
     let body = match String::from_utf8(body.to_vec()) {
         Ok(text) => Body::Text(text),
@@ -56,12 +61,14 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
 /// per asynchronous invocation.
 pub async fn run_process() -> Result<(), Error> {
     telemetry::init();
+    metrics::init()?;
     let config = Config::from_env()?;
     let app = App::build(config)?;
     let app = &app;
-    lambda_http::lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<Redrive>| async move { process(app, event).await },
-    ))
+    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Redrive>| async move {
+        let request_id = event.context.request_id.clone();
+        observed(&request_id, process(app, event)).await
+    }))
     .await
 }
 
@@ -80,4 +87,12 @@ pub async fn process(app: &App, event: LambdaEvent<Redrive>) -> Result<Value, Er
             Err(Error::from(format!("conversation {} not answered: {err}", job.conversation_id)))
         }
     }
+}
+
+/// Runs one non-HTTP invocation (the consumer's) inside a metrics scope and
+/// prints its EMF documents once at the end, tagged with Lambda's request id.
+pub async fn observed<F: std::future::Future>(request_id: &str, invocation: F) -> F::Output {
+    let (output, observed) = metrics::scope(invocation).await;
+    observed.emit(Some(request_id));
+    output
 }

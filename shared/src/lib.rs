@@ -14,7 +14,9 @@
 //!    [`config`] (every setting, the integrations' included), [`domain`]
 //!    (validated ids, the incoming message, context and owed messages,
 //!    action statuses), [`customer_info`] (phone, e-mail, name, address found
-//!    in messages), [`telemetry`] (JSON tracing for CloudWatch).
+//!    in messages), [`telemetry`] (tracing set up for CloudWatch and
+//!    locally), [`metrics`] (CloudWatch Embedded Metric Format lines,
+//!    aggregated per request).
 //! 2. **Vocabulary** — [`ai`] (the provider trait and its embedded, HTTP and
 //!    OpenAI providers), [`actions`] (the seven action types), [`jobs`] (the
 //!    persistence jobs of the streams), [`auth`] (secrets compared in
@@ -44,6 +46,7 @@ pub mod dates;
 pub mod deadline;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod response;
 pub mod telemetry;
 

@@ -59,12 +59,14 @@ pub async fn pancake_webhook(app: &App, request: &Request<Bytes>) -> Result<Resp
         Event::Message(message) => ("messaging", messaging(app, *message).await?),
         Event::Conversation(update) => ("conversation", conversation(app, update).await?),
         Event::Ignored { event_type } => {
+            crate::metrics::handled("ignored");
             return Ok(json_response(
                 StatusCode::OK,
                 &json!({ "success": true, "event_type": event_type, "status": "ignored" }),
             ));
         }
     };
+    crate::metrics::handled(status);
     Ok(json_response(StatusCode::OK, &json!({ "success": true, "event_type": event_type, "status": status })))
 }
 
@@ -232,6 +234,7 @@ fn parse_conversation(payload: &Value) -> Result<ConversationUpdate, AppError> {
 
 async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppError> {
     let PageMessage { page_id, message, sent_by_page, message_type } = event;
+    crate::metrics::conversation(message.conversation_id.as_str());
     if !sent_by_page && message_type != "INBOX" {
         return Ok("ignored_comment");
     }
@@ -259,6 +262,7 @@ async fn messaging(app: &App, event: PageMessage) -> Result<&'static str, AppErr
 }
 
 async fn conversation(app: &App, update: ConversationUpdate) -> Result<&'static str, AppError> {
+    crate::metrics::conversation(update.conversation.as_str());
     let job = UpdateConversation {
         conversation_id: update.conversation.to_string(),
         page_id: Some(update.page_id),

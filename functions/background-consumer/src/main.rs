@@ -5,17 +5,19 @@
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
-use switchboard::{App, Config, consumer::Consumer, telemetry};
+use switchboard::{App, Config, consumer::Consumer, lambda::observed, metrics, telemetry};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    metrics::init()?;
     let config = Config::from_env()?;
     let app = App::build(config)?;
     let consumer = Consumer::connect(app, Consumer::instance_name("lambda")).await?;
     let consumer = &consumer;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let summary = consumer.drain(event.context.deadline).await;
+        // One set of EMF documents per invocation (queue lag, dead letters, AI latency).
+        let summary = observed(&event.context.request_id, consumer.drain(event.context.deadline)).await;
         Ok::<Value, Error>(serde_json::to_value(summary)?)
     }))
     .await

@@ -62,15 +62,15 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
         queue = json!({"depth": depth, "pending": pending, "dead_letters": dead});
         let cutoff = now_ms().saturating_sub(crate::clock::millis(app.config.lock_ttl));
         for (id, since, locked) in app.store.owed_with_locks(cutoff, 100).await? {
-            if locked {
-                active += 1;
-            }
             stuck.push(json!({
                 "conversation_id": id,
                 "owed_since": since / 1000.0,
                 "reason": if locked { "processing_longer_than_lock_ttl" } else { "owed_answers_without_lock" },
             }));
         }
+        // AI calls in flight in every process (not locked conversations: a
+        // lock is also held while delivering, and a 4 s call is no stuck one).
+        active = app.store.ai_calls_in_flight().await?;
         memory = memory_status(&mut conn).await;
     }
 

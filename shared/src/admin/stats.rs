@@ -36,6 +36,7 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let auth_failures: serde_json::Map<String, Value> =
         app.store.auth_failures().await?.into_iter().map(|(route, n)| (route, json!(n))).collect();
     let active = app.store.owed_with_locks(u64::MAX, 1000).await?.iter().filter(|(_, _, locked)| *locked).count();
+    let in_flight = app.store.ai_calls_in_flight().await?;
     let _ = app.cache.flush().await;
     let cache: serde_json::Map<String, Value> =
         app.cache.metrics().await?.into_iter().map(|(kind, m)| (kind.to_owned(), json!(m))).collect();
@@ -71,6 +72,7 @@ pub async fn stats(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
                 "avg_processing_time_ms_24h": figures.avg_processing_time_ms_24h,
                 "responses_24h": figures.responses_24h,
                 "errors_24h": figures.errors_24h,
+                "in_flight": in_flight,
             },
             "storage_backend": "Redis",
         }),

@@ -207,7 +207,18 @@ impl Cache {
         Ok(CacheKind::ALL.iter().zip(values).map(|(k, v)| (k.as_str(), v.unwrap_or(0))).collect())
     }
 
+    /// Every hit and miss passes here: counted for the shared figures, for
+    /// the request's log line and EMF (`CacheHits`/`CacheMisses`), and one
+    /// `debug` line each (a line per read at `info` would multiply the log
+    /// volume; the request line carries the counts at `info`).
     fn count(&self, kind: CacheKind, hit: bool, latency: Duration) {
+        let latency_ms = crate::clock::elapsed_ms(latency);
+        if hit {
+            tracing::debug!(kind = kind.as_str(), latency_ms, "cache hit");
+        } else {
+            tracing::debug!(kind = kind.as_str(), latency_ms, "cache miss");
+        }
+        crate::metrics::cache(kind.as_str(), hit);
         if let Ok(mut pending) = self.pending.lock() {
             let c = &mut pending.counters[kind.index()];
             if hit {

@@ -36,6 +36,7 @@ impl Consumer {
             .query_async(&mut conn)
             .await?;
         if !claimed.claimed.is_empty() {
+            crate::metrics::queue_lag(claimed.claimed.iter().map(|entry| entry.id.as_str()));
             summary.reclaimed = claimed.claimed.len() as u64;
             summary += self.process(shard, claimed.claimed, true).await?;
         } else {
@@ -47,6 +48,7 @@ impl Consumer {
             let read: Option<StreamReadReply> = conn.xread_options(&[shard.jobs()], &[">"], &options).await?;
             let entries: Vec<StreamId> = read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
             if !entries.is_empty() {
+                crate::metrics::queue_lag(entries.iter().map(|entry| entry.id.as_str()));
                 summary += self.process(shard, entries, false).await?;
             }
         }
@@ -112,6 +114,10 @@ impl Consumer {
             .ignore()
             .query_async(&mut self.reader.clone())
             .await?;
+        let conversation_id = letter.payload.as_deref().and_then(crate::jobs::conversation_of);
+        tracing::error!(shard = shard.index, stream_id = %entry.id, job_type = letter.job_type.as_deref(),
+            conversation_id = conversation_id.as_deref(), deliveries, error, "dead-lettered");
+        crate::metrics::dead_letter();
         Ok(())
     }
 

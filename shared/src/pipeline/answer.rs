@@ -159,7 +159,7 @@ pub(super) async fn answer(app: &App, assistant: &Assistant, request: AiRequest<
             Err(_) => {}
         }
     }
-    let outcome = ai::ask(app.ai.as_ref(), request, &app.config).await;
+    let outcome = super::ai_call::ask(app, request).await;
     if let (Some(key), Some(stamp), None) = (&key, &stamp, &outcome.error)
         && let Ok(json) = serde_json::to_string(&outcome.answer)
     {

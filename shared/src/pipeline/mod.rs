@@ -5,6 +5,7 @@
 //!
 //! - `redis_path`: admit, the lock holder's loop (heartbeat, complete,
 //!   restarts), and the background re-drive;
+//! - `ai_call`: one AI call, counted in Redis while in flight and timed;
 //! - `answer`: the AI call behind the answer cache, turned into a draft
 //!   (validated actions, the persistence job) either path records;
 //! - `delivery`: executing the actions against Pancake and the integrations;
@@ -24,6 +25,7 @@
 //!
 //! All of it runs inside the request: a Lambda is frozen after it answers.
 
+mod ai_call;
 mod answer;
 pub mod degraded;
 mod delivery;

@@ -3,7 +3,8 @@
 //! complete, claim, cancel, release, conversation events, with `admit_args`
 //! naming admit's arguments), `context`, `delivery` (send and echo marks,
 //! delivery records), `streams` (job streams), `scans` (the sweep's and
-//! operators' reads and cleanup), `security` (refused credentials), `outage`
+//! operators' reads and cleanup), `security` (refused credentials), `ai_calls`
+//! (AI calls in flight, across processes), `outage`
 //! (the lazy rebuild after degraded mode), and `reply` (parsing script replies).
 //!
 //! Round trips on the message path: one `EVALSHA` to admit (dedupe, context,
@@ -14,6 +15,7 @@
 //! marked seen without also being enqueued.
 
 mod admit_args;
+mod ai_calls;
 mod context;
 mod delivery;
 mod lifecycle;
