@@ -23,7 +23,9 @@ use switchboard::{App, Config, consumer::Consumer, http::SourceIp, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init();
-    let config = Config::from_env()?;
+    // `SECRET_IDS` works here too: `migrate` from a host in the VPC reads
+    // the deployed stack's secrets.
+    let config = Config::load().await?;
     // Seed 001 names the address `API_HOST` / `API_PORT`; `PORT` and
     // `GATEWAY_BIND` (what the scripts set) win when both are given.
     let setting = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());

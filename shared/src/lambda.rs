@@ -7,12 +7,13 @@ use lambda_http::{Body, Error, Request, RequestExt, Response, request::RequestCo
 
 use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, telemetry};
 
-/// The whole `main` of an HTTP function: telemetry, configuration read once,
-/// clients built once, then the runtime loop. Every HTTP function serves the
+/// The whole `main` of an HTTP function: telemetry, configuration read once
+/// (with the function's secrets, `SECRET_IDS`), clients built once, then the
+/// runtime loop. Every HTTP function serves the
 /// same router; API Gateway decides which routes reach which function.
 pub async fn run_http() -> Result<(), Error> {
     telemetry::init();
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let app = App::build(config)?;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
