@@ -166,26 +166,6 @@ pub struct ConsumerConfig {
 }
 
 impl Config {
-    /// What every entry point calls once per cold start: the secrets listed
-    /// in `SECRET_IDS` fetched from Secrets Manager (none listed: nothing
-    /// fetched, no AWS call) and laid over the process environment.
-    pub async fn load() -> Result<Self, ConfigError> {
-        let ids = secrets::ids(std::env::var(secrets::SECRET_IDS).ok().as_deref());
-        let loaded = match ids.is_empty() {
-            true => Self::from_env(),
-            false => match secrets::fetch(&secrets::client().await, &ids).await {
-                Ok(overlay) => Self::from_env_with(&overlay),
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = &loaded {
-            // The error's text in the function's log (CloudWatch), beside
-            // the runtime's own report of the failed start.
-            tracing::error!(error = %e, "configuration failed");
-        }
-        loaded
-    }
-
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_env_with(&HashMap::new())

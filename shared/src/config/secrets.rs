@@ -24,7 +24,7 @@ use aws_sdk_secretsmanager::{
 };
 use aws_smithy_http_client::tls;
 
-use super::ConfigError;
+use super::{Config, ConfigError};
 
 /// The variable that lists the secrets a function reads.
 pub const SECRET_IDS: &str = "SECRET_IDS";
@@ -34,6 +34,28 @@ pub const SECRET_IDS: &str = "SECRET_IDS";
 /// secret's name instead of hanging until the phase is cut.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(8);
+
+impl Config {
+    /// What every entry point calls once per cold start: the secrets listed
+    /// in `SECRET_IDS` fetched from Secrets Manager (none listed: nothing
+    /// fetched, no AWS call) and laid over the process environment.
+    pub async fn load() -> Result<Self, ConfigError> {
+        let ids = ids(std::env::var(SECRET_IDS).ok().as_deref());
+        let loaded = match ids.is_empty() {
+            true => Self::from_env(),
+            false => match fetch(&client().await, &ids).await {
+                Ok(overlay) => Self::from_env_with(&overlay),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = &loaded {
+            // The error's text in the function's log (CloudWatch), beside
+            // the runtime's own report of the failed start.
+            tracing::error!(error = %e, "configuration failed");
+        }
+        loaded
+    }
+}
 
 /// The secret ids a `SECRET_IDS` value lists (blank entries skipped).
 pub fn ids(value: Option<&str>) -> Vec<String> {
