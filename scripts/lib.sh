@@ -2,6 +2,7 @@
 # They start what this machine kind is expected to run (PostgreSQL and Redis
 # on loopback) when it is not running, and install the tools the suite needs.
 
+ON_EXIT=()
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -92,7 +93,7 @@ start_redis_cluster() {
   done
   CLUSTER_DIR="$dir"
   CLUSTER_PORTS="${ports[*]}"
-  trap stop_redis_cluster EXIT
+  on_exit stop_redis_cluster
   for port in "${ports[@]}"; do
     wait_port 127.0.0.1 "$port" 20 || { echo "cluster node $port did not start" >&2; return 1; }
   done
@@ -113,4 +114,48 @@ stop_redis_cluster() {
   done
   [[ -n "${CLUSTER_DIR:-}" ]] && rm -rf "$CLUSTER_DIR"
   CLUSTER_PORTS=""
+}
+
+ensure_moto() {
+  command -v moto_server >/dev/null && return 0
+  log "installing moto (server) from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+  hash -r
+  command -v moto_server >/dev/null
+}
+
+# Starts moto's server (AWS APIs: Secrets Manager, DynamoDB, …) on a spare
+# loopback port and exports TEST_MOTO_URL (the tests' endpoint). Dummy
+# credentials and a region are exported for the AWS SDKs and CLIs the tests
+# run; nothing here can reach AWS itself. The server is stopped when the
+# calling script exits (stop_moto), together with anything else registered
+# through on_exit.
+start_moto() {
+  ensure_moto
+  local port
+  port="$(free_port)"
+  MOTO_LOG="$(mktemp /tmp/switchboard-moto.XXXXXX.log)"
+  moto_server -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
+  MOTO_PID=$!
+  on_exit stop_moto
+  wait_port 127.0.0.1 "$port" 30 || { echo "moto_server did not start (see $MOTO_LOG)" >&2; return 1; }
+  export TEST_MOTO_URL="http://127.0.0.1:$port"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}" AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+}
+
+stop_moto() {
+  if [[ -n "${MOTO_PID:-}" ]]; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+  [[ -n "${MOTO_LOG:-}" ]] && rm -f "$MOTO_LOG"
+  MOTO_PID=""
+}
+
+# Registers a command to run when the calling script exits; several may be
+# registered (a plain `trap … EXIT` would replace the one before it).
+on_exit() {
+  ON_EXIT+=("$1")
+  trap 'for f in "${ON_EXIT[@]}"; do "$f"; done' EXIT
 }

@@ -29,7 +29,9 @@ use switchboard::{
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::init();
     metrics::init()?;
-    let mut config = Config::from_env()?;
+    // `SECRET_IDS` works here too: `migrate` from a host in the VPC reads
+    // the deployed stack's secrets.
+    let mut config = Config::load().await?;
     // Seed 001 names the address `API_HOST` / `API_PORT`; `PORT` and
     // `GATEWAY_BIND` (what the scripts set) win when both are given.
     let setting = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());

@@ -13,7 +13,7 @@ use crate::{
     auth::require_bearer,
     clock::now_epoch_seconds,
     domain::IncomingMessage,
-    error::AppError,
+    error::{AppError, AuthFailure},
     jobs::newer_messages,
     pipeline::{self, Answered, Backend, Outcome},
     response::json_response,
@@ -22,7 +22,13 @@ use crate::{
 /// `POST /api/v1/enhanced-handle-message` (seed 001), processed synchronously.
 pub async fn enhanced_handle_message(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>, AppError> {
     let started = Instant::now();
-    require_bearer(request.headers(), &app.config.pancake_access_token)?;
+    // Unset (a function that does not read the Pancake secret) refuses all.
+    let expected = app
+        .config
+        .pancake_access_token
+        .as_ref()
+        .ok_or(AppError::Unauthorized { reason: AuthFailure::NotConfigured })?;
+    require_bearer(request.headers(), expected)?;
     let message = IncomingMessage::parse(request.body(), app.config.max_message_bytes)?;
     crate::metrics::conversation(message.conversation_id.as_str());
     let message_id = message.message_id.as_str();

@@ -104,19 +104,11 @@ impl Handoff {
 
 /// The Lambda client: region, credentials and endpoint from the usual AWS
 /// settings (`AWS_REGION`, the function's role, `AWS_ENDPOINT_URL_LAMBDA`
-/// for a local stand-in), over rustls with ring like every other client.
+/// for a local stand-in), over the SDK client every AWS call here uses.
 async fn lambda_client() -> aws_sdk_lambda::Client {
-    let config =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(sdk_http_client()).load().await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::config::secrets::http_client())
+        .load()
+        .await;
     aws_sdk_lambda::Client::new(&config)
-}
-
-/// The AWS SDK's HTTP client: rustls on ring, as every other client here.
-pub fn sdk_http_client() -> aws_sdk_lambda::config::SharedHttpClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
 }

@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 
 use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, jobs::Redrive, metrics, pipeline, telemetry};
 
-/// The whole `main` of an HTTP function: telemetry, configuration read once,
-/// clients built once, then the runtime loop. Every HTTP function serves the
+/// The whole `main` of an HTTP function: telemetry, configuration read once
+/// (with the function's secrets, `SECRET_IDS`), clients built once, then the
+/// runtime loop. Every HTTP function serves the
 /// same router; API Gateway decides which routes reach which function.
 pub async fn run_http() -> Result<(), Error> {
     telemetry::init();
     metrics::init()?;
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let app = App::build(config)?;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
@@ -62,7 +63,7 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
 pub async fn run_process() -> Result<(), Error> {
     telemetry::init();
     metrics::init()?;
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let app = App::build(config)?;
     let app = &app;
     lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Redrive>| async move {

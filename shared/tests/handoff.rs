@@ -212,7 +212,7 @@ fn lambda_client(endpoint: &str) -> aws_sdk_lambda::Client {
         .region(aws_sdk_lambda::config::Region::new("ap-southeast-1"))
         .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
         .endpoint_url(endpoint)
-        .http_client(switchboard::handoff::sdk_http_client())
+        .http_client(switchboard::config::secrets::http_client())
         .build();
     aws_sdk_lambda::Client::from_conf(config)
 }

@@ -39,7 +39,8 @@ fn args() -> Args {
         sizes: vec![10, 100, 500],
         ai_delay: Duration::from_millis(1_000),
         gateway_bin: "target/perf/local-gateway".into(),
-        database_url: std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
         redis_url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
     };
     let mut it = std::env::args().skip(1);
@@ -136,7 +137,9 @@ async fn main() {
     let ai_url = serve(Router::new().fallback(ai).with_state((seen.clone(), args.ai_delay))).await;
     let pancake_url = serve(Router::new().fallback(pancake).with_state(seen.clone())).await;
     let id = std::process::id();
-    println!("| hand-off | conversations | AI delay | seconds until all answered | max AI calls in flight | answered |");
+    println!(
+        "| hand-off | conversations | AI delay | seconds until all answered | max AI calls in flight | answered |"
+    );
     println!("|---|---|---|---|---|---|");
     for handoff in ["inline", "none"] {
         let schema = format!("bench_fanin_{id}_{handoff}");

@@ -1,7 +1,7 @@
 //! Lambda `background-consumer`: invoked by an EventBridge schedule, drains
 //! the `jobs` stream into Postgres until shortly before its deadline and
-//! returns a summary. Wiring only: telemetry, configuration, clients built
-//! once, runtime.
+//! returns a summary. Wiring only: telemetry, configuration (with its
+//! secrets, `SECRET_IDS`), clients built once, runtime.
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -11,7 +11,7 @@ use switchboard::{App, Config, consumer::Consumer, lambda::observed, metrics, te
 async fn main() -> Result<(), Error> {
     telemetry::init();
     metrics::init()?;
-    let config = Config::from_env()?;
+    let config = Config::load().await?;
     let app = App::build(config)?;
     let consumer = Consumer::connect(app, Consumer::instance_name("lambda")).await?;
     let consumer = &consumer;

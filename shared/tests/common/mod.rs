@@ -27,6 +27,7 @@ use switchboard::{
     redis::{KeySpace, RedisConnection, ShardKeys, Timeouts},
 };
 
+pub mod moto;
 pub mod pancake;
 
 pub const TOKEN: &str = "test-pancake-token";
