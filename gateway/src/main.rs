@@ -30,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = setting(["PORT", "API_PORT"]).map(|p| p.parse()).transpose()?.unwrap_or(8000);
     let bind = setting(["GATEWAY_BIND", "API_HOST"]).unwrap_or_else(|| "127.0.0.1".into());
     let app = App::build(config)?;
+    app.check_stores().await?;
     app.migrate().await?;
     match std::env::args().nth(1).as_deref() {
         Some("migrate") => {

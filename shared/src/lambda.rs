@@ -14,6 +14,7 @@ pub async fn run_http() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
     let app = App::build(config)?;
+    app.check_stores().await?;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
 }

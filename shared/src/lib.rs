@@ -14,7 +14,8 @@
 //!    [`config`] (every setting, the integrations' included), [`domain`]
 //!    (validated ids, the incoming message, context and owed messages,
 //!    action statuses), [`customer_info`] (phone, e-mail, name, address found
-//!    in messages), [`telemetry`] (JSON tracing for CloudWatch).
+//!    in messages), [`telemetry`] (JSON tracing for CloudWatch), [`tls`]
+//!    (rustls settings of the store clients: one provider, CA bundles).
 //! 2. **Vocabulary** — [`ai`] (the provider trait and its embedded, HTTP and
 //!    OpenAI providers), [`actions`] (the seven action types), [`jobs`] (the
 //!    persistence jobs of the streams), [`auth`] (secrets compared in
@@ -46,6 +47,7 @@ pub mod domain;
 pub mod error;
 pub mod response;
 pub mod telemetry;
+pub mod tls;
 
 // Vocabulary.
 pub mod actions;

@@ -27,6 +27,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("domain", 0),
     ("customer_info", 0),
     ("telemetry", 0),
+    ("tls", 0),
     // Vocabulary.
     ("ai", 1),
     ("actions", 1),

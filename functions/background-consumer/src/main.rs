@@ -12,6 +12,7 @@ async fn main() -> Result<(), Error> {
     telemetry::init();
     let config = Config::from_env()?;
     let app = App::build(config)?;
+    app.check_stores().await?;
     let consumer = Consumer::connect(app, Consumer::instance_name("lambda")).await?;
     let consumer = &consumer;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
