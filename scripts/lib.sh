@@ -136,6 +136,10 @@ as_postgres() {
 # 127.0.0.1/localhost signed by the first, made with openssl into $1.
 make_test_certificates() {
   local dir="$1" name
+  if ! command -v openssl >/dev/null; then
+    log "installing openssl"
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  fi
   for name in ca wrong-ca; do
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name.key" 2>/dev/null
     openssl req -new -key "$dir/$name.key" -subj "/CN=Switchboard test $name" -out "$dir/$name.csr"
