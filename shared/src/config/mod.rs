@@ -460,19 +460,6 @@ mod tests {
     }
 
     #[test]
-    fn redis_variables_build_an_rbac_url_over_tls() {
-        let c = config(&[
-            ("PANCAKE_ACCESS_TOKEN", "t"),
-            ("REDIS_HOST", "cache.example"),
-            ("REDIS_TLS", "true"),
-            ("REDIS_USERNAME", "app"),
-            ("REDIS_PASSWORD", "p@ss"),
-        ])
-        .unwrap();
-        assert_eq!(c.redis_url.expose(), "rediss://app:p%40ss@cache.example:6379/0");
-    }
-
-    #[test]
     fn the_provider_follows_the_variables_that_are_set() {
         let base = [("PANCAKE_ACCESS_TOKEN", "t")];
         assert_eq!(config(&base).unwrap().ai, AiConfig::Embedded);
@@ -494,15 +481,5 @@ mod tests {
         .unwrap();
         assert_eq!(c.database_url.expose(), "postgres://app@db:5432/chat");
         assert_eq!(c.postgres_tls, PostgresTls { mode: SslMode::Prefer, ca: None });
-    }
-
-    #[test]
-    fn postgres_sslmode_require_is_accepted_in_the_variable_and_in_the_url() {
-        let c = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("POSTGRES_SSLMODE", "require")]).unwrap();
-        assert_eq!(c.postgres_tls.mode, SslMode::Require);
-        let url = "postgres://app:pw@db.example:5432/chat?sslmode=require";
-        let c = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("DATABASE_URL", url)]).unwrap();
-        assert_eq!(c.postgres_tls.mode, SslMode::Require);
-        assert_eq!(c.database_url.expose(), "postgres://app:pw@db.example:5432/chat");
     }
 }

@@ -141,6 +141,34 @@ pub fn redis_ca(url: &str, ca_file: Option<String>) -> Result<Option<CaBundle>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let map: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_lookup(|k| map.get(k).map(|v| v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn redis_variables_build_an_rbac_url_over_tls() {
+        let c = config(&[
+            ("PANCAKE_ACCESS_TOKEN", "t"),
+            ("REDIS_HOST", "cache.example"),
+            ("REDIS_TLS", "true"),
+            ("REDIS_USERNAME", "app"),
+            ("REDIS_PASSWORD", "p@ss"),
+        ]);
+        assert_eq!(c.redis_url.expose(), "rediss://app:p%40ss@cache.example:6379/0");
+    }
+
+    #[test]
+    fn postgres_sslmode_require_is_accepted_in_the_variable_and_in_the_url() {
+        let c = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("POSTGRES_SSLMODE", "require")]);
+        assert_eq!(c.postgres_tls.mode, SslMode::Require);
+        let url = "postgres://app:pw@db.example:5432/chat?sslmode=require";
+        let c = config(&[("PANCAKE_ACCESS_TOKEN", "t"), ("DATABASE_URL", url)]);
+        assert_eq!(c.postgres_tls.mode, SslMode::Require);
+        assert_eq!(c.database_url.expose(), "postgres://app:pw@db.example:5432/chat");
+    }
 
     #[test]
     fn sslmode_and_sslrootcert_leave_the_url_and_other_parameters_stay() {
