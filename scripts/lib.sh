@@ -18,6 +18,18 @@ wait_port() { # host port seconds
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Functions run when the calling script exits (each helper that starts a
+# throwaway server registers its stop here; one EXIT trap runs them all).
+EXIT_HOOKS=()
+at_exit() {
+  EXIT_HOOKS+=("$1")
+  trap run_exit_hooks EXIT
+}
+run_exit_hooks() {
+  local hook
+  for hook in "${EXIT_HOOKS[@]}"; do "$hook" || true; done
+}
+
 ensure_postgres() {
   port_open 127.0.0.1 5432 && return 0
   log "PostgreSQL is not running on 127.0.0.1:5432; starting it"
@@ -93,7 +105,7 @@ start_redis_cluster() {
   done
   CLUSTER_DIR="$dir"
   CLUSTER_PORTS="${ports[*]}"
-  on_exit stop_redis_cluster
+  at_exit stop_redis_cluster
   for port in "${ports[@]}"; do
     wait_port 127.0.0.1 "$port" 20 || { echo "cluster node $port did not start" >&2; return 1; }
   done
@@ -129,7 +141,7 @@ ensure_moto() {
 # credentials and a region are exported for the AWS SDKs and CLIs the tests
 # run; nothing here can reach AWS itself. The server is stopped when the
 # calling script exits (stop_moto), together with anything else registered
-# through on_exit.
+# through at_exit.
 start_moto() {
   ensure_moto
   local port
@@ -137,7 +149,7 @@ start_moto() {
   MOTO_LOG="$(mktemp /tmp/switchboard-moto.XXXXXX.log)"
   moto_server -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
   MOTO_PID=$!
-  on_exit stop_moto
+  at_exit stop_moto
   wait_port 127.0.0.1 "$port" 30 || { echo "moto_server did not start (see $MOTO_LOG)" >&2; return 1; }
   export TEST_MOTO_URL="http://127.0.0.1:$port"
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
@@ -153,9 +165,93 @@ stop_moto() {
   MOTO_PID=""
 }
 
-# Registers a command to run when the calling script exits; several may be
-# registered (a plain `trap … EXIT` would replace the one before it).
-on_exit() {
-  ON_EXIT+=("$1")
-  trap 'for f in "${ON_EXIT[@]}"; do "$f"; done' EXIT
+# Runs "$@" as the postgres user when we are root (initdb refuses root).
+as_postgres() {
+  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A CA (and a second, unrelated one) and a server certificate for
+# 127.0.0.1/localhost signed by the first, made with openssl into $1.
+make_test_certificates() {
+  local dir="$1" name
+  if ! command -v openssl >/dev/null; then
+    log "installing openssl"
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  fi
+  for name in ca wrong-ca; do
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$name.key" 2>/dev/null
+    openssl req -new -key "$dir/$name.key" -subj "/CN=Switchboard test $name" -out "$dir/$name.csr"
+    printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' >"$dir/ca.ext"
+    openssl x509 -req -in "$dir/$name.csr" -signkey "$dir/$name.key" -days 2 -extfile "$dir/ca.ext" \
+      -out "$dir/$name.pem" 2>/dev/null
+  done
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/server.key" 2>/dev/null
+  openssl req -new -key "$dir/server.key" -subj "/CN=localhost" -out "$dir/server.csr"
+  printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' \
+    'subjectAltName=IP:127.0.0.1,DNS:localhost' >"$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+}
+
+# Starts a TLS-only redis-server and a TLS-only throwaway PostgreSQL cluster
+# (ssl = on, hostssl only) on spare loopback ports, with certificates from a
+# CA made for the run, and exports what the TLS tests read:
+#   TEST_TLS_CA_FILE, TEST_TLS_WRONG_CA_FILE (a CA that signed nothing here),
+#   TEST_REDIS_TLS_URL (rediss://, the default user), TEST_REDIS_TLS_RBAC_URL
+#   (an ACL user with a password, as ElastiCache RBAC), TEST_POSTGRES_TLS_URL
+#   (no sslmode: the tests choose it).
+# Both are stopped when the calling script exits.
+start_tls_stores() {
+  local dir pgbin redis_port pg_port i
+  dir="$(mktemp -d /tmp/switchboard-tls.XXXXXX)"
+  chmod 755 "$dir"
+  TLS_DIR="$dir"
+  at_exit stop_tls_stores
+  make_test_certificates "$dir"
+
+  redis_port="$(free_port)"
+  redis-server --port 0 --tls-port "$redis_port" --bind 127.0.0.1 \
+    --tls-cert-file "$dir/server.pem" --tls-key-file "$dir/server.key" --tls-ca-cert-file "$dir/ca.pem" \
+    --tls-auth-clients no --save "" --appendonly no --dir "$dir" \
+    --user switchboard on '>tls-test-secret' '~*' '&*' '+@all' \
+    --daemonize yes --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"
+  wait_port 127.0.0.1 "$redis_port" 20 || { echo "TLS redis-server did not start" >&2; return 1; }
+
+  pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  [[ -x "$pgbin/initdb" ]] || pgbin="$(dirname "$(command -v initdb)")"
+  pg_port="$(free_port)"
+  mkdir -p "$dir/pg"
+  cp "$dir/server.pem" "$dir/server.key" "$dir/pg/"
+  [[ $EUID -eq 0 ]] && chown -R postgres "$dir/pg"
+  chmod 600 "$dir/pg/server.key"
+  as_postgres "$pgbin/initdb" -D "$dir/pg/data" -U postgres --auth=trust -E UTF8 >/dev/null
+  cat >>"$dir/pg/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$dir/pg'
+ssl = on
+ssl_cert_file = '$dir/pg/server.pem'
+ssl_key_file = '$dir/pg/server.key'
+fsync = off
+CONF
+  # TLS only over TCP: a plaintext client finds no pg_hba entry.
+  printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n' >"$dir/pg/data/pg_hba.conf"
+  as_postgres "$pgbin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w start >/dev/null
+  TLS_PG_DATA="$dir/pg/data"
+  TLS_PG_BIN="$pgbin"
+  as_postgres "$pgbin/psql" -h "$dir/pg" -p "$pg_port" -U postgres -d postgres -qc 'CREATE DATABASE test'
+
+  export TEST_TLS_CA_FILE="$dir/ca.pem"
+  export TEST_TLS_WRONG_CA_FILE="$dir/wrong-ca.pem"
+  export TEST_REDIS_TLS_URL="rediss://127.0.0.1:$redis_port/0"
+  export TEST_REDIS_TLS_RBAC_URL="rediss://switchboard:tls-test-secret@127.0.0.1:$redis_port/0"
+  export TEST_POSTGRES_TLS_URL="postgres://postgres@127.0.0.1:$pg_port/test"
+}
+
+stop_tls_stores() {
+  [[ -n "${TLS_DIR:-}" ]] || return 0
+  [[ -f "$TLS_DIR/redis.pid" ]] && kill "$(cat "$TLS_DIR/redis.pid")" 2>/dev/null
+  [[ -n "${TLS_PG_DATA:-}" ]] && as_postgres "$TLS_PG_BIN/pg_ctl" -D "$TLS_PG_DATA" -m immediate stop >/dev/null 2>&1
+  rm -rf "$TLS_DIR"
+  TLS_DIR="" TLS_PG_DATA=""
 }

@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
+    app.check_stores().await?;
     app.migrate().await?;
     match std::env::args().nth(1).as_deref() {
         Some("migrate") => {

@@ -3,6 +3,13 @@
 //! provider, Pancake client). Nothing here connects eagerly: a cold start
 //! succeeds while a dependency is down, and the first request that needs it
 //! gets a `503`.
+//!
+//! One exception, [`App::check_stores`]: the entry points open one
+//! connection to each store at start (which the first request then reuses).
+//! A store that cannot be reached is only logged — it may come back — but a
+//! store that answers wrongly (a certificate that does not verify, a
+//! TLS-only server spoken to in plaintext, refused credentials) is a
+//! configuration mistake no retry fixes, so the start fails, naming the store.
 
 use std::sync::Arc;
 
@@ -25,6 +32,9 @@ pub enum StartupError {
     Db(#[from] DbError),
     #[error("http client: {0}")]
     Http(String),
+    /// A store answered the first connection in a way no retry fixes.
+    #[error("{store}: {reason}")]
+    Store { store: &'static str, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -79,17 +89,132 @@ impl App {
         })
     }
 
+    /// Opens one connection to each store (see the module comment): fails
+    /// on a configuration mistake, logs and goes on when a store is down.
+    pub async fn check_stores(&self) -> Result<(), StartupError> {
+        let redis = async {
+            let mut conn = self.store.connection();
+            let ping = redis::cmd("PING");
+            let ping = ping.query_async::<String>(&mut conn);
+            match tokio::time::timeout(STORE_CHECK_TIMEOUT, ping).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) if redis_unreachable(&e) => Err(Unreachable(e.to_string())),
+                Ok(Err(e)) => Err(Fatal(StartupError::Store { store: "redis", reason: redis_reason(&e) })),
+                Err(_) => Err(Unreachable("no answer in time".into())),
+            }
+        };
+        let postgres = async {
+            match tokio::time::timeout(STORE_CHECK_TIMEOUT, self.db.get()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => postgres_failure(&e),
+                Err(_) => Err(Unreachable("no answer in time".into())),
+            }
+        };
+        let (redis, postgres) = tokio::join!(redis, postgres);
+        for (store, result) in [("redis", redis), ("postgres", postgres)] {
+            match result {
+                Ok(()) => tracing::debug!(store, "store reachable at start"),
+                Err(Unreachable(reason)) => {
+                    tracing::warn!(store, %reason, "store unreachable at start; requests that need it answer 503 until it is back")
+                }
+                Err(Fatal(error)) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
     /// Applies pending migrations (the local gateway and `scripts/dev` call this).
     pub async fn migrate(&self) -> Result<(), DbError> {
         postgres::migrate(&self.db, self.config.postgres_schema.as_deref()).await
     }
 }
 
+/// How long the start waits for each store's first connection.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one store's first connection told.
+enum CheckFailure {
+    /// Down or away: the start goes on.
+    Unreachable(String),
+    /// Misconfigured: the start fails.
+    Fatal(StartupError),
+}
+use CheckFailure::{Fatal, Unreachable};
+
+/// Refused, timed out, no route or no such host: a Redis that is down or
+/// away. The cluster client reports its nodes' failures as text only
+/// ("Failed to create initial connections - Io: Connection refused").
+fn redis_unreachable(e: &::redis::RedisError) -> bool {
+    const AWAY: [&str; 5] =
+        ["Connection refused", "timed out", "No route to host", "Network is unreachable", "failed to lookup address"];
+    let text = e.to_string();
+    e.is_connection_refusal() || e.is_timeout() || AWAY.iter().any(|away| text.contains(away))
+}
+
+/// A Redis error with what to check (never the URL: it may hold a password).
+fn redis_reason(e: &::redis::RedisError) -> String {
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("Certificate") {
+        format!("{text} (the server's certificate does not verify: REDIS_CA_FILE must name the CA that signed it)")
+    } else if e.is_connection_dropped() {
+        format!("{text} (the server closed the connection without answering: a TLS-only server needs a rediss:// URL)")
+    } else {
+        text
+    }
+}
+
+/// Sorts a failed first Postgres connection: refused, timed out or not
+/// resolved is a store that is down; anything else (TLS, authentication, a
+/// refused plaintext connection) is configuration.
+fn postgres_failure(e: &deadpool_postgres::PoolError) -> Result<(), CheckFailure> {
+    let deadpool_postgres::PoolError::Backend(error) = e else {
+        return Err(Unreachable(e.to_string()));
+    };
+    let io = std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>());
+    if io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut | std::io::ErrorKind::NotFound
+        )
+    }) || error.to_string().contains("timeout")
+    {
+        return Err(Unreachable(error.to_string()));
+    }
+    let text = match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => with_causes(error),
+    };
+    let hint = if text.contains("certificate") || text.contains("Certificate") {
+        " (the server's certificate does not verify: POSTGRES_CA_FILE must name the CA that signed it; on RDS, the global bundle)"
+    } else if text.contains("no encryption") {
+        " (the server requires TLS: set sslmode=require or verify-full)"
+    } else if text.contains("does not support TLS") || text.contains("server does not support") {
+        " (the server does not offer TLS: use sslmode=disable or prefer, or turn ssl on)"
+    } else {
+        ""
+    };
+    Err(Fatal(StartupError::Store { store: "postgres", reason: format!("{text}{hint}") }))
+}
+
+/// `error: cause: cause…` (the driver's own text is only the outermost step,
+/// "error performing TLS handshake", the reason is in its causes).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// The outbound HTTP client (AI service, Pancake, integrations): rustls with
 /// the ring provider, pooled connections, bounded connect time, no redirects.
 pub fn http_client() -> Result<reqwest::Client, StartupError> {
-    // A second install (several Apps in one process) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_default_provider();
     reqwest::Client::builder()
         // Never follow a redirect: an integration's 302 to another host (or
         // outside its base path) would carry its credentials there. A 3xx is

@@ -20,6 +20,7 @@ pub async fn run_http() -> Result<(), Error> {
     metrics::init()?;
     let config = Config::load().await?;
     let app = App::build(config)?;
+    app.check_stores().await?;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
 }

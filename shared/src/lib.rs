@@ -16,7 +16,8 @@
 //!    action statuses), [`customer_info`] (phone, e-mail, name, address found
 //!    in messages), [`telemetry`] (tracing set up for CloudWatch and
 //!    locally), [`metrics`] (CloudWatch Embedded Metric Format lines,
-//!    aggregated per request).
+//!    aggregated per request), [`tls`] (rustls settings of the store
+//!    clients: one provider, CA bundles).
 //! 2. **Vocabulary** — [`ai`] (the provider trait and its embedded, HTTP and
 //!    OpenAI providers), [`actions`] (the seven action types), [`jobs`] (the
 //!    persistence jobs of the streams), [`auth`] (secrets compared in
@@ -49,6 +50,7 @@ pub mod error;
 pub mod metrics;
 pub mod response;
 pub mod telemetry;
+pub mod tls;
 
 // Vocabulary.
 pub mod actions;

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("customer_info", 0),
     ("telemetry", 0),
     ("metrics", 0),
+    ("tls", 0),
     // Vocabulary.
     ("ai", 1),
     ("actions", 1),

@@ -208,7 +208,8 @@ async fn main() {
     let app = Arc::new(App::build(config).expect("app"));
     app.migrate().await.expect("migrate");
     let timeouts = Timeouts { connect: Duration::from_secs(2), response: Duration::from_secs(5) };
-    let mut redis = RedisConnection::open(&args.redis_url, args.redis_url.contains(','), timeouts).expect("redis");
+    let mut redis =
+        RedisConnection::open(&args.redis_url, args.redis_url.contains(','), None, timeouts).expect("redis");
 
     // Warm up: connections, script cache, assistant cache.
     in_process(&app, "warm", 200, 8).await;

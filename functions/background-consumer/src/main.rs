@@ -13,6 +13,7 @@ async fn main() -> Result<(), Error> {
     metrics::init()?;
     let config = Config::load().await?;
     let app = App::build(config)?;
+    app.check_stores().await?;
     let consumer = Consumer::connect(app, Consumer::instance_name("lambda")).await?;
     let consumer = &consumer;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

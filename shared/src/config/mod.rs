@@ -16,12 +16,14 @@ mod handoff;
 pub mod integrations;
 mod page_tokens;
 pub mod secrets;
+pub mod tls;
 
 use std::{collections::HashMap, fmt, time::Duration};
 
 pub use consumer::ConsumerConfig;
 pub use handoff::HandoffConfig;
 pub use integrations::{Auth, Integration};
+pub use tls::{CaBundle, PostgresTls, SslMode};
 
 /// A value that must never reach a log line or a response body.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,6 +72,9 @@ pub enum AiConfig {
 pub struct Config {
     /// `redis://`/`rediss://` URL built from `REDIS_URL` or `REDIS_HOST`/`PORT`/`DB`/`PASSWORD`.
     pub redis_url: Secret,
+    /// `REDIS_CA_FILE`: the CA bundle a `rediss://` server's certificate must
+    /// chain to (instead of the Mozilla roots).
+    pub redis_ca: Option<CaBundle>,
     /// Redis Cluster mode: `REDIS_URL` lists several nodes, or
     /// `REDIS_CLUSTER=true` (one seed node, e.g. ElastiCache's configuration endpoint).
     pub redis_cluster: bool,
@@ -79,8 +84,11 @@ pub struct Config {
     pub redis_shards: u16,
     /// Prepended to every key; lets tests and tenants share one Redis.
     pub redis_key_prefix: String,
-    /// `postgres://` URL built from `DATABASE_URL` or the `POSTGRES_*` variables.
+    /// `postgres://` URL built from `DATABASE_URL` or the `POSTGRES_*` variables,
+    /// without `sslmode`/`sslrootcert` (those are in `postgres_tls`).
     pub database_url: Secret,
+    /// `sslmode` and the CA bundle (`POSTGRES_SSLMODE`, `POSTGRES_CA_FILE`).
+    pub postgres_tls: PostgresTls,
     /// Optional schema set as `search_path` on every connection (tests use one each).
     pub postgres_schema: Option<String>,
     pub postgres_pool_size: usize,
@@ -173,6 +181,8 @@ impl Config {
             return Err(malformed("LOCK_TTL_MS", "must be from 30 to 3600000"));
         }
         let redis_url = redis_url(&env)?;
+        let redis_ca = tls::redis_ca(&redis_url, env.get("REDIS_CA_FILE"))?;
+        let (database_url, postgres_tls) = database_url(&env)?;
         let redis_cluster = redis_url.contains(',') || env.parse_or("REDIS_CLUSTER", false)?;
         let redis_shards: u16 = env.parse_or("REDIS_SHARDS", if redis_cluster { 16u16 } else { 1 })?;
         if redis_shards == 0 || redis_shards > 1024 {
@@ -180,10 +190,12 @@ impl Config {
         }
         Ok(Self {
             redis_url: Secret::new(redis_url),
+            redis_ca,
             redis_cluster,
             redis_shards,
             redis_key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or_default(),
-            database_url: Secret::new(database_url(&env)?),
+            database_url: Secret::new(database_url),
+            postgres_tls,
             postgres_schema: match env.get("POSTGRES_SCHEMA") {
                 Some(s) if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
                     return Err(malformed("POSTGRES_SCHEMA", "letters, digits and _ only"));
@@ -320,18 +332,22 @@ fn redis_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<String, 
     let port: u16 = env.parse_or("REDIS_PORT", 6379)?;
     let db: u32 = env.parse_or("REDIS_DB", 0)?;
     let scheme = if env.parse_or("REDIS_TLS", false)? { "rediss" } else { "redis" };
+    // ElastiCache RBAC: a user and its password; AUTH alone: the password only.
+    let user = env.get("REDIS_USERNAME").map(|u| url_escape(&u)).unwrap_or_default();
     Ok(match env.get("REDIS_PASSWORD") {
-        Some(password) => format!("{scheme}://:{}@{host}:{port}/{db}", url_escape(&password)),
+        Some(password) => format!("{scheme}://{user}:{}@{host}:{port}/{db}", url_escape(&password)),
+        None if !user.is_empty() => return Err(malformed("REDIS_USERNAME", "set without REDIS_PASSWORD")),
         None => format!("{scheme}://{host}:{port}/{db}"),
     })
 }
 
-fn database_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<String, ConfigError> {
+fn database_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<(String, PostgresTls), ConfigError> {
+    let (sslmode, ca_file) = (env.get("POSTGRES_SSLMODE"), env.get("POSTGRES_CA_FILE"));
     if let Some(url) = env.get("DATABASE_URL") {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(malformed("DATABASE_URL", "must start with postgres://"));
         }
-        return Ok(url);
+        return tls::postgres(&url, "DATABASE_URL", sslmode, ca_file);
     }
     let host = env.get("POSTGRES_HOST").unwrap_or_else(|| "127.0.0.1".into());
     let port: u16 = env.parse_or("POSTGRES_PORT", 5432)?;
@@ -341,13 +357,7 @@ fn database_url<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Strin
         Some(p) => format!("{}:{}", url_escape(&user), url_escape(&p)),
         None => url_escape(&user),
     };
-    let sslmode = env.get("POSTGRES_SSLMODE").unwrap_or_else(|| "disable".into());
-    // TLS to Postgres (RDS `require`) is not built yet: refuse it at start
-    // rather than fail at the first query.
-    if !matches!(sslmode.as_str(), "disable" | "prefer") {
-        return Err(malformed("POSTGRES_SSLMODE", "disable or prefer (TLS is not built yet)"));
-    }
-    Ok(format!("postgres://{auth}@{host}:{port}/{db}?sslmode={sslmode}"))
+    tls::postgres(&format!("postgres://{auth}@{host}:{port}/{db}"), "POSTGRES_SSLMODE", sslmode, ca_file)
 }
 
 fn ai_config<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<AiConfig, ConfigError> {
@@ -461,6 +471,7 @@ mod tests {
             ("POSTGRES_USER", "app"),
         ])
         .unwrap();
-        assert_eq!(c.database_url.expose(), "postgres://app@db:5432/chat?sslmode=disable");
+        assert_eq!(c.database_url.expose(), "postgres://app@db:5432/chat");
+        assert_eq!(c.postgres_tls, PostgresTls { mode: SslMode::Prefer, ca: None });
     }
 }

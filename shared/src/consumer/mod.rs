@@ -155,6 +155,7 @@ impl Consumer {
         let reader = RedisConnection::open(
             app.config.redis_url.expose(),
             app.config.redis_cluster,
+            app.config.redis_ca.as_ref().map(|ca| ca.pem.as_slice()),
             Timeouts { connect: Duration::from_secs(3), response: settings.block + Duration::from_secs(5) },
         )?;
         let consumer = Self(Arc::new(Inner {

@@ -16,6 +16,9 @@
 //!
 //! On the Redis path the message path never writes Postgres directly:
 //! persistence goes through the `jobs` stream and the background consumer.
+//!
+//! TLS (RDS forces it) goes through rustls (`tokio-postgres-rustls`), as
+//! `sslmode` and the CA bundle say ([`crate::config::PostgresTls`]).
 
 pub mod actions;
 pub mod admin;
@@ -32,9 +35,10 @@ pub use assistants::AssistantDirectory;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode as DriverSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::Config;
+use crate::config::{Config, PostgresTls, SslMode};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -60,7 +64,16 @@ pub fn pool(config: &Config) -> Result<Pool, DbError> {
         // Validated as [A-Za-z0-9_]+ by the config.
         pg.options(format!("-c search_path={schema}"));
     }
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    pg.ssl_mode(match config.postgres_tls.mode {
+        SslMode::Disable => DriverSslMode::Disable,
+        SslMode::Prefer => DriverSslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => DriverSslMode::Require,
+    });
+    let manager = Manager::from_config(
+        pg,
+        connector(&config.postgres_tls)?,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     Pool::builder(manager)
         .max_size(config.postgres_pool_size.max(1))
         .runtime(Runtime::Tokio1)
@@ -68,6 +81,22 @@ pub fn pool(config: &Config) -> Result<Pool, DbError> {
         .create_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| DbError::Config(e.to_string()))
+}
+
+/// The rustls connector for `tls` (also built for `disable`, where the
+/// driver never calls it: one connector type keeps the pool's type one).
+fn connector(tls: &PostgresTls) -> Result<MakeRustlsConnect, DbError> {
+    crate::tls::install_default_provider();
+    let ca = tls.ca.as_ref().map(|ca| ca.pem.as_slice());
+    let config = crate::tls::client_config(ca, tls.mode.verify(ca.is_some()))
+        .map_err(|e| DbError::Config(format!("POSTGRES_CA_FILE: {e}")))?;
+    if matches!(tls.mode, SslMode::Require) && ca.is_none() {
+        tracing::warn!(
+            "postgres: sslmode=require without a CA bundle encrypts but does not check the server's \
+             certificate; set POSTGRES_CA_FILE (on RDS, the global bundle) or use sslmode=verify-full"
+        );
+    }
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// Applies pending migrations. Safe to run from many processes at once: an

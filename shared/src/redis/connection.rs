@@ -11,11 +11,17 @@
 //! [`super::keys`]), and a plain `SCAN` (it reaches one node only: use
 //! [`RedisConnection::scan_keys`]). `MGET`/`DEL` over many slots are split
 //! by the client. `INFO` answers once per primary ([`RedisConnection::info`]).
+//!
+//! TLS (`rediss://`, ElastiCache in-transit encryption) goes through rustls:
+//! the server's certificate must chain to the configured CA bundle
+//! (`REDIS_CA_FILE`) or, without one, to the Mozilla roots — which hold
+//! Amazon's, so ElastiCache needs no bundle. A cluster client passes the same
+//! settings (and the first node's `user:password`) to every node it finds.
 
 use std::{sync::Arc, time::Duration};
 
 use redis::{
-    AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Value,
+    AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, TlsCertificates, Value,
     aio::{ConnectionLike, ConnectionManager},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
@@ -62,23 +68,36 @@ pub struct Timeouts {
 
 impl RedisConnection {
     /// Builds the connection for `url` (a comma-separated node list, or one
-    /// node with `cluster` set, means a cluster). Connects lazily.
-    pub fn open(url: &str, cluster: bool, timeouts: Timeouts) -> RedisResult<Self> {
+    /// node with `cluster` set, means a cluster), trusting `ca` (a PEM
+    /// bundle) for `rediss://`. Connects lazily.
+    pub fn open(url: &str, cluster: bool, ca: Option<&[u8]>, timeouts: Timeouts) -> RedisResult<Self> {
+        crate::tls::install_default_provider();
+        // Only for `rediss://`: handing certificates to a plaintext URL
+        // would switch the cluster client to TLS behind the URL's back.
+        let certs = ca
+            .filter(|_| url.trim_start().starts_with("rediss://"))
+            .map(|pem| TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) });
         if cluster {
             let nodes: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
-            let client = ClusterClient::builder(nodes)
+            let mut builder = ClusterClient::builder(nodes)
                 .connection_timeout(timeouts.connect)
                 .response_timeout(timeouts.response)
-                .retries(2)
-                .build()?;
-            return Ok(Self::Cluster(LazyCluster { client: Arc::new(client), cell: Arc::default() }));
+                .retries(2);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            return Ok(Self::Cluster(LazyCluster { client: Arc::new(builder.build()?), cell: Arc::default() }));
         }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
             .set_response_timeout(Some(timeouts.response))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        Ok(Self::Single(redis::Client::open(url)?.get_connection_manager_lazy(config)?))
+        let client = match certs {
+            Some(certs) => redis::Client::build_with_tls(url, certs)?,
+            None => redis::Client::open(url)?,
+        };
+        Ok(Self::Single(client.get_connection_manager_lazy(config)?))
     }
 
     pub fn is_cluster(&self) -> bool {

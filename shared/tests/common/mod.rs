@@ -42,10 +42,15 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
-/// A connection to `url`, single node or cluster (a comma-separated list).
+/// A connection to `url`, single node or cluster (a comma-separated list);
+/// a `rediss://` one trusts `TEST_TLS_CA_FILE` (the CA `scripts/test` makes).
 pub fn redis_at(url: &str) -> RedisConnection {
     let timeouts = Timeouts { connect: Duration::from_secs(2), response: Duration::from_secs(5) };
-    RedisConnection::open(url, url.contains(','), timeouts).unwrap()
+    let ca = std::env::var("TEST_TLS_CA_FILE")
+        .ok()
+        .filter(|_| url.starts_with("rediss://"))
+        .map(|path| std::fs::read(&path).unwrap_or_else(|e| panic!("TEST_TLS_CA_FILE {path}: {e}")));
+    RedisConnection::open(url, url.contains(','), ca.as_deref(), timeouts).unwrap()
 }
 
 /// Parses a conversation id (test shorthand).

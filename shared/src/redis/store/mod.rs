@@ -179,6 +179,7 @@ impl ConversationStore {
         let conn = RedisConnection::open(
             config.redis_url.expose(),
             config.redis_cluster,
+            config.redis_ca.as_ref().map(|ca| ca.pem.as_slice()),
             Timeouts { connect: Duration::from_secs(2), response: Duration::from_secs(3) },
         )?;
         let breaker = Arc::new(Breaker::new(config.redis_breaker_failures, config.redis_breaker_cooldown));
