@@ -75,11 +75,11 @@ sam_env() {
     AWS_EC2_METADATA_DISABLED=true "$@"
 }
 
-# Runs a command without network (a namespace holding only a loopback
-# device) where this machine allows it, else as it is.
-offline() {
-  if unshare -n true 2>/dev/null; then unshare -n "$@"; else "$@"; fi
-}
+# A prefix that runs a command without network (a namespace holding only a
+# loopback device) where this machine allows it, else nothing:
+# sam_env "${OFFLINE[@]}" sam validate …
+OFFLINE=()
+unshare -n true 2>/dev/null && OFFLINE=(unshare -n)
 
 # The secret scan: scripts that configure secrets append their values to
 # $SECRETS_FILE (one a line) and keep their logs in $LOG_DIR; scan_logs
