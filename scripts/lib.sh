@@ -5,6 +5,8 @@
 ON_EXIT=()
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$HOME/.cargo/bin:$PATH"
+# Where cargo puts binaries (CARGO_TARGET_DIR may point at a shared one).
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -55,20 +57,77 @@ ensure_database() {
     || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE \"$db\""
 }
 
-ensure_cargo_lambda() {
-  command -v cargo-lambda >/dev/null && return 0
-  log "installing cargo-lambda from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check cargo-lambda
+# Installs a command-line tool from PyPI (into the Python that runs pip,
+# beside cfn-lint) unless the command is already there: ensure_pip_tool CMD PACKAGE.
+ensure_pip_tool() {
+  command -v "$1" >/dev/null && return 0
+  log "installing $2 from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check "$2"
   hash -r
-  command -v cargo-lambda >/dev/null
+  command -v "$1" >/dev/null
 }
 
-ensure_cfn_lint() {
-  command -v cfn-lint >/dev/null && return 0
-  log "installing cfn-lint from PyPI"
-  python3 -m pip install --quiet --disable-pip-version-check cfn-lint
-  hash -r
-  command -v cfn-lint >/dev/null
+# cargo-lambda's PyPI package brings zig, with which it cross-compiles for arm64.
+ensure_cargo_lambda() { ensure_pip_tool cargo-lambda cargo-lambda; }
+ensure_cfn_lint() { ensure_pip_tool cfn-lint cfn-lint; }
+ensure_sam_cli() { ensure_pip_tool sam aws-sam-cli; }
+
+# The standard library for the Lambda functions' target (arm64).
+ensure_aarch64_target() {
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu && return 0
+  log "adding the aarch64-unknown-linux-gnu target"
+  rustup target add aarch64-unknown-linux-gnu
+}
+
+# Runs a command with the environment SAM CLI needs here: no telemetry, dummy
+# credentials and a region (nothing is sent to AWS; the values only satisfy
+# the SDK's checks).
+sam_env() {
+  env -u AWS_SESSION_TOKEN -u AWS_PROFILE SAM_CLI_TELEMETRY=0 AWS_ACCESS_KEY_ID=ci-dummy-key \
+    AWS_SECRET_ACCESS_KEY=ci-dummy-secret AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 \
+    AWS_EC2_METADATA_DISABLED=true "$@"
+}
+
+# A prefix that runs a command without network (a namespace holding only a
+# loopback device) where this machine allows it, else nothing:
+# sam_env "${OFFLINE[@]}" sam validate …
+OFFLINE=()
+unshare -n true 2>/dev/null && OFFLINE=(unshare -n)
+
+# The secret scan: scripts that configure secrets append their values to
+# $SECRETS_FILE (one a line) and keep their logs in $LOG_DIR; scan_logs
+# fails, naming the files (never printing the values), if one appears in any
+# file of $LOG_DIR. scripts/test sets both for the whole run; a script run
+# alone gets its own.
+init_log_dir() {
+  if [ -z "${LOG_DIR:-}" ]; then
+    LOG_DIR="$(mktemp -d /tmp/switchboard-logs.XXXXXX)"
+    OWN_LOG_DIR=1
+  fi
+  export LOG_DIR
+  export SECRETS_FILE="${SECRETS_FILE:-$LOG_DIR/.secrets}"
+  touch "$SECRETS_FILE"
+}
+
+# A distinctive secret value (a prefix naming it, and 24 random hex digits),
+# recorded for the scan: secret NAME.
+secret() {
+  local value
+  value="$1-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+  printf '%s\n' "$value" >>"$SECRETS_FILE"
+  printf '%s' "$value"
+}
+
+scan_logs() {
+  [ -s "$SECRETS_FILE" ] || { echo "no secret recorded for the scan" >&2; return 1; }
+  local found
+  found="$(grep -rlF -f "$SECRETS_FILE" --exclude="$(basename "$SECRETS_FILE")" "$LOG_DIR" || true)"
+  if [ -n "$found" ]; then
+    echo "a configured secret appears in these logs:" >&2
+    echo "$found" >&2
+    return 1
+  fi
+  log "no secret ($(wc -l <"$SECRETS_FILE") configured) in $(find "$LOG_DIR" -type f ! -name "$(basename "$SECRETS_FILE")" | wc -l) log files"
 }
 
 # A free port p below 55536 whose cluster-bus port p+10000 is free too.

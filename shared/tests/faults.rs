@@ -24,7 +24,11 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 fn gateway_binary() -> String {
-    let path = format!("{}/../target/debug/local-gateway", env!("CARGO_MANIFEST_DIR"));
+    // Where cargo built it: CARGO_TARGET_DIR (a shared target directory) when
+    // the tests were compiled with one, else the workspace's own.
+    let target = option_env!("CARGO_TARGET_DIR")
+        .map_or_else(|| format!("{}/../target", env!("CARGO_MANIFEST_DIR")), |dir| dir.to_string());
+    let path = format!("{target}/debug/local-gateway");
     assert!(std::path::Path::new(&path).exists(), "{path} is missing: run `cargo build -p local-gateway` first");
     path
 }
