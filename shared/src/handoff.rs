@@ -26,9 +26,10 @@ use tokio::sync::{OnceCell, mpsc};
 
 use crate::{config::HandoffConfig, jobs::Redrive};
 
-/// How long sending one hand-off may take: Lambda's asynchronous invoke
-/// answers in milliseconds; past this the webhook falls back to the stream.
-const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long sending one hand-off may take (the webhook waits for it):
+/// Lambda's asynchronous invoke answers in tens of milliseconds; past this
+/// the webhook falls back to the stream and answers Pancake.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 #[error("hand-off not sent: {0}")]

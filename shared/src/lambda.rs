@@ -67,7 +67,7 @@ pub async fn run_process() -> Result<(), Error> {
     let config = Config::load().await?;
     let app = App::build(config)?;
     let app = &app;
-    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Redrive>| async move {
+    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
         observed(&request_id, process(app, event)).await
     }))
@@ -75,15 +75,28 @@ pub async fn run_process() -> Result<(), Error> {
 }
 
 /// Answers the conversation a hand-off names, within the invocation's
-/// deadline. An error fails the invocation: Lambda retries it twice, then
-/// sends it to the function's on-failure destination; the `jobs` stream's
-/// safety-net entry answers the conversation meanwhile.
-pub async fn process(app: &App, event: LambdaEvent<Redrive>) -> Result<Value, Error> {
+/// deadline. A passing failure (a store away) fails the invocation: Lambda
+/// retries it twice, then sends it to the function's on-failure
+/// destination; the `jobs` stream's safety-net entry answers the
+/// conversation meanwhile. An event that can never succeed (not a hand-off,
+/// an invalid conversation id) is logged and answered `invalid`: a retry
+/// would fail the same way.
+pub async fn process(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let deadline = deadline::from_epoch_ms(event.context.deadline, now_ms());
-    let job = event.payload;
+    let job: Redrive = match serde_json::from_value(event.payload) {
+        Ok(job) => job,
+        Err(err) => {
+            tracing::warn!(error = %err, "not a hand-off event; ignored");
+            return Ok(json!({ "result": "invalid", "error": "not a hand-off event" }));
+        }
+    };
     // Boxed: the answering future is too deep to lay out inline in the runtime's.
     match deadline::within(deadline, Box::pin(pipeline::handoff::answer(app, &job))).await {
         Ok(result) => Ok(json!({ "conversation_id": job.conversation_id, "result": result })),
+        Err(crate::AppError::InvalidField { .. }) => {
+            tracing::warn!(conversation_id = %job.conversation_id, "hand-off with an invalid conversation id; ignored");
+            Ok(json!({ "conversation_id": job.conversation_id, "result": "invalid" }))
+        }
         Err(err) => {
             tracing::warn!(conversation_id = %job.conversation_id, error = %err, "hand-off not answered");
             Err(Error::from(format!("conversation {} not answered: {err}", job.conversation_id)))

@@ -58,7 +58,7 @@ fn event(conversation: &str, id: &str) -> Value {
         "page_id": PAGE,
         "data": {
             "conversation": {"id": conversation, "from": {"id": "customer_7"}},
-            "message": {"id": id, "conversation_id": conversation, "message": "còn áo size M không?",
+            "message": {"id": id, "conversation_id": conversation, "message": format!("{conversation}: còn áo size M không?"),
                         "type": "INBOX", "from": {"id": "customer_7"}, "page_id": PAGE}
         }
     })
@@ -237,9 +237,15 @@ async fn a_lambda_hand_off_is_an_asynchronous_invocation_and_its_retry_answers_n
 
     // What the `process-conversation` function does with it, then Lambda's retry of it.
     let job: Redrive = serde_json::from_value(payload.clone()).unwrap();
-    let first = switchboard::lambda::process(&app, LambdaEvent::new(job.clone(), Default::default())).await.unwrap();
+    let first =
+        switchboard::lambda::process(&app, LambdaEvent::new(serde_json::to_value(&job).unwrap(), Default::default()))
+            .await
+            .unwrap();
     assert_eq!(first["result"], "answered");
-    let retry = switchboard::lambda::process(&app, LambdaEvent::new(job, Default::default())).await.unwrap();
+    let retry =
+        switchboard::lambda::process(&app, LambdaEvent::new(serde_json::to_value(&job).unwrap(), Default::default()))
+            .await
+            .unwrap();
     assert_eq!(retry["result"], "nothing_to_do");
     run_the_safety_net(&env).await;
     assert_eq!(replies(&pancake).get("lam_1"), Some(&1), "answered once");
@@ -289,4 +295,18 @@ async fn a_hand_off_whose_processor_dies_mid_answer_is_answered_once_by_the_safe
     tokio::time::sleep(Duration::from_millis(250)).await;
     common::drain(&consumer).await;
     assert_eq!(replies(&pancake).get("dies_1"), Some(&1), "answered once");
+}
+
+#[tokio::test]
+async fn a_hand_off_event_that_can_never_succeed_is_ignored_rather_than_failed_for_retries() {
+    let ai = slow_ai(Duration::from_millis(10)).await;
+    let pancake = PancakeStub::start(|_| Reply::Accept).await;
+    let env = env_with(&ai, &pancake, &[]).await;
+    for payload in [json!({"nothing": "here"}), json!({"conversation_id": "", "reason": "webhook"}), json!(42)] {
+        let done = switchboard::lambda::process(&env.app, LambdaEvent::new(payload.clone(), Default::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{payload}: failed for Lambda to retry: {e}"));
+        assert_eq!(done["result"], "invalid", "{payload}");
+    }
+    assert!(ai.stub.requests().is_empty() && pancake.delivered().is_empty(), "nothing answered");
 }

@@ -95,7 +95,8 @@ fn event(conversation: &str) -> String {
         "data": {
             "conversation": {"id": conversation, "from": {"id": format!("cust_{conversation}")}},
             "message": {"id": format!("{conversation}_m1"), "conversation_id": conversation,
-                        "message": "còn áo size M không?", "type": "INBOX",
+                        // A text of its own: the answer cache must not answer it.
+                        "message": format!("{conversation}: còn áo size M không?"), "type": "INBOX",
                         "from": {"id": format!("cust_{conversation}")}, "page_id": PAGE}
         }
     })
@@ -106,7 +107,7 @@ fn event(conversation: &str) -> String {
 async fn row(url: &str, seen: &Seen, run: &str, n: usize) -> (Duration, usize, usize) {
     seen.ai_max.store(0, Ordering::SeqCst);
     seen.replied.lock().expect("lock").clear();
-    let client = reqwest::Client::new();
+    let client = switchboard::app::http_client().expect("client");
     let started = Instant::now();
     let acks = futures::future::join_all((0..n).map(|i| {
         let (client, body) = (client.clone(), event(&format!("{run}_{i}")));
@@ -133,6 +134,8 @@ async fn row(url: &str, seen: &Seen, run: &str, n: usize) -> (Duration, usize, u
 #[tokio::main]
 async fn main() {
     let args = args();
+    // reqwest is built without a provider: the library's one (ring).
+    let _ = switchboard::app::http_client();
     let seen = Arc::new(Seen::default());
     let ai_url = serve(Router::new().fallback(ai).with_state((seen.clone(), args.ai_delay))).await;
     let pancake_url = serve(Router::new().fallback(pancake).with_state(seen.clone())).await;

@@ -39,6 +39,11 @@ impl Consumer {
         let mut effects = Vec::new();
         let mut acked = Vec::new();
         for entry in &entries {
+            // Reclaimed while its task here still runs (longer than
+            // `claim_idle`): that task settles it; never dead-letter it meanwhile.
+            if claimed && self.is_in_flight(shard, &entry.id) {
+                continue;
+            }
             let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
             if delivered > self.settings.max_deliveries
                 && let Some(error) = errors.get(&entry.id)

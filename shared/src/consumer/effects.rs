@@ -12,6 +12,9 @@ use crate::{
     redis::{MarkAfter, SendMark},
 };
 
+/// Time a delivery's result takes to record, after its last call.
+const DELIVERY_RECORD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why an effect did not finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum EffectError {
@@ -55,6 +58,11 @@ impl Consumer {
                 Ok(())
             }
             Job::Deliver(job) => {
+                // A delivery cut off by the invocation's end has an unknown
+                // outcome: one that might not finish is left for the next.
+                if !crate::deadline::allows(self.app.config.delivery_time() + DELIVERY_RECORD_TIME) {
+                    return Err(EffectError::Busy);
+                }
                 let conversation = ConversationId::parse(&job.conversation_id).map_err(|e| e.to_string())?;
                 let attempt = job.attempt.max(delivered as u32);
                 let text = job.action.customer_text();

@@ -280,12 +280,20 @@ impl Consumer {
     /// Drains for one Lambda invocation whose deadline is `deadline_epoch_ms`.
     pub async fn drain(&self, deadline_epoch_ms: u64) -> Summary {
         let remaining = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms()));
-        // Real Lambda always sends a future deadline; a local emulator (cargo
-        // lambda's) may send none usable. Then drain for a fixed few seconds.
+        let margin = self.settings.safety_margin;
+        let round = crate::pipeline::min_round_time(&self.app);
+        // Reading stops early enough for a round started on the last entries
+        // read to end before the work deadline below (the overlapping next
+        // invocation reads meanwhile): a job read later could only wait, held
+        // by this consumer, for the claim idle time. Real Lambda always sends
+        // a future deadline; a local emulator (cargo lambda's) may send none
+        // usable: then drain for a fixed few seconds.
         let budget = if remaining.is_zero() {
             LOCAL_DRAIN_BUDGET
+        } else if remaining > margin + round {
+            remaining - margin - round
         } else {
-            remaining.saturating_sub(self.settings.safety_margin)
+            remaining.saturating_sub(margin)
         };
         tracing::info!(remaining_ms = remaining.as_millis() as u64, budget_ms = budget.as_millis() as u64, "draining");
         let deadline = Instant::now() + budget;
@@ -293,10 +301,11 @@ impl Consumer {
         if let Ok(mut last) = self.last_sweep.lock() {
             *last = None;
         }
-        // The invocation's real end (none from a local emulator): a
-        // re-drive's AI rounds respect it.
-        let real_end = crate::deadline::from_epoch_ms(deadline_epoch_ms, now_ms());
-        if real_end.is_some() && remaining < crate::pipeline::min_round_time(&self.app) {
+        // Work (a re-drive's AI rounds, a delivery) ends by the invocation's
+        // real end less the margin (none from a local emulator), so the
+        // invocation returns before Lambda stops it.
+        let work_end = crate::deadline::from_epoch_ms(deadline_epoch_ms, now_ms()).map(|end| end - margin);
+        if work_end.is_some() && remaining < margin + round {
             tracing::warn!(
                 remaining_ms = remaining.as_millis() as u64,
                 "the invocation is shorter than one answering round: no conversation is answered in it"
@@ -304,7 +313,7 @@ impl Consumer {
         }
         // A Lambda is frozen once it answers: every effect started in this
         // invocation ends in it (each respects the deadline).
-        crate::deadline::within(real_end, async {
+        crate::deadline::within(work_end, async {
             let mut summary = self.run_until(deadline).await;
             summary += self.finish().await;
             summary

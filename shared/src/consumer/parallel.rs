@@ -31,12 +31,26 @@ pub(super) struct Pending {
     pub claimed: bool,
 }
 
-/// Takes an entry off `in_flight` when its task is done with it, however it ends.
-struct InFlight<'a>(&'a Consumer, String);
+/// Takes an entry off `in_flight` when its task is done with it, however
+/// it ends (a panic or an abort included): made before the task is
+/// spawned and moved into it.
+struct InFlight(Consumer, String);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
+}
+
+/// The `in_flight` key of an entry: ids repeat across shards' streams.
+pub(super) fn flight_key(shard: &ShardKeys, id: &str) -> String {
+    format!("{}:{id}", shard.index)
+}
+
+impl Consumer {
+    /// Whether this entry's effect runs in a task here right now.
+    pub(super) fn is_in_flight(&self, shard: &ShardKeys, id: &str) -> bool {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains(&flight_key(shard, id))
     }
 }
 
@@ -46,28 +60,36 @@ impl Consumer {
     pub(super) async fn start_effects(&self, shard: &ShardKeys, effects: Vec<Pending>) {
         let mut groups: Vec<Vec<Pending>> = Vec::new();
         let mut by_conversation: HashMap<String, usize> = HashMap::new();
+        let mut guards: Vec<Vec<InFlight>> = Vec::new();
         for pending in effects {
-            if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(pending.id.clone()) {
+            let key = flight_key(shard, &pending.id);
+            if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
                 // Its task here is still running: acknowledged when it ends.
                 continue;
             }
+            let guard = InFlight(self.clone(), key);
             let conversation = pending.effect.conversation_id().to_owned();
             match by_conversation.get(&conversation) {
-                Some(&index) => groups[index].push(pending),
+                Some(&index) => {
+                    groups[index].push(pending);
+                    guards[index].push(guard);
+                }
                 None => {
                     by_conversation.insert(conversation, groups.len());
                     groups.push(vec![pending]);
+                    guards.push(vec![guard]);
                 }
             }
         }
-        for group in groups {
+        for (group, guards) in groups.into_iter().zip(guards) {
             let permit = self.permits.clone().acquire_owned().await;
             let this = self.clone();
             let shard = shard.clone();
             let task = deadline::within(deadline::current(), async move {
                 let mut summary = Summary::default();
+                let mut guards = guards.into_iter();
                 for pending in group {
-                    let _in_flight = InFlight(&this, pending.id.clone());
+                    let _in_flight = guards.next();
                     this.settle(&shard, pending, &mut summary).await;
                 }
                 drop(permit);
@@ -86,10 +108,11 @@ impl Consumer {
             if !self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone()) {
                 continue;
             }
+            let in_flight = InFlight(self.clone(), key);
             let permit = self.permits.clone().acquire_owned().await;
             let this = self.clone();
             let task = deadline::within(deadline::current(), async move {
-                let _in_flight = InFlight(&this, key);
+                let _in_flight = in_flight;
                 let mut summary = Summary::default();
                 match pipeline::redrive(&this.app, &conversation, None, None).await {
                     Ok(Some(_)) => summary.stranded_redriven += 1,
