@@ -21,8 +21,7 @@ pub struct ConsumerConfig {
     /// Lambda mode stops reading this long before the invocation's deadline.
     pub safety_margin: Duration,
     /// Answering and delivery jobs run at once (`CONSUMER_CONCURRENCY`),
-    /// each conversation's in order. Also bounds the local gateway's inline
-    /// hand-offs.
+    /// each conversation's in order.
     pub concurrency: usize,
     /// An action still `pending` this long after its answer was never delivered.
     pub undelivered_after: Duration,

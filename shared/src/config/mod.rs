@@ -149,6 +149,9 @@ pub struct Config {
     /// `HANDOFF`: `lambda` (with `PROCESS_FUNCTION_NAME`), `inline` or
     /// `none`; unset means `lambda` when `PROCESS_FUNCTION_NAME` is set, else `none`.
     pub handoff: HandoffConfig,
+    /// Inline hand-offs answered at once by the local gateway
+    /// (`HANDOFF_CONCURRENCY`; in AWS, `process-conversation`'s reserved concurrency).
+    pub handoff_concurrency: usize,
     /// Consecutive Redis connection failures that open the circuit breaker.
     pub redis_breaker_failures: u32,
     /// How long an open breaker fails fast before probing Redis again.
@@ -240,6 +243,10 @@ impl Config {
             redis_breaker_cooldown: Duration::from_millis(env.parse_or("REDIS_BREAKER_COOLDOWN_MS", 5_000u64)?),
             degraded_mode: env.parse_or("DEGRADED_MODE", true)?,
             handoff: handoff::from_env(&env)?,
+            // 100: a burst of 100 conversations is answered in one AI call's
+            // time; each waits on the AI, so the bound is the AI account's
+            // concurrent-request limit, not this machine.
+            handoff_concurrency: env.parse_or("HANDOFF_CONCURRENCY", 100usize)?.clamp(1, 10_000),
             integrations: integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig::from_env(&env)?,
         })

@@ -79,10 +79,10 @@ pub async fn answer(app: &App, job: &Redrive) -> Result<Answering, AppError> {
 }
 
 /// The local gateway's end of an inline hand-off: each conversation
-/// answered in a task of its own, at most `CONSUMER_CONCURRENCY` at once.
+/// answered in a task of its own, at most `HANDOFF_CONCURRENCY` at once.
 /// Runs until every sender is dropped.
 pub async fn serve_inline(app: App, mut jobs: mpsc::UnboundedReceiver<Redrive>) {
-    let permits = Arc::new(Semaphore::new(app.config.consumer.concurrency));
+    let permits = Arc::new(Semaphore::new(app.config.handoff_concurrency));
     while let Some(job) = jobs.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let app = app.clone();
