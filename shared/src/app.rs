@@ -92,14 +92,17 @@ impl App {
     /// Opens one connection to each store (see the module comment): fails
     /// on a configuration mistake, logs and goes on when a store is down.
     pub async fn check_stores(&self) -> Result<(), StartupError> {
+        let plaintext = !self.config.redis_url.expose().contains("rediss://");
         let redis = async {
             let mut conn = self.store.connection();
             let ping = redis::cmd("PING");
             let ping = ping.query_async::<String>(&mut conn);
             match tokio::time::timeout(STORE_CHECK_TIMEOUT, ping).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) if redis_unreachable(&e) => Err(Unreachable(e.to_string())),
-                Ok(Err(e)) => Err(Fatal(StartupError::Store { store: "redis", reason: redis_reason(&e) })),
+                Ok(Err(e)) if redis_misconfigured(&e, plaintext) => {
+                    Err(Fatal(StartupError::Store { store: "redis", reason: redis_reason(&e) }))
+                }
+                Ok(Err(e)) => Err(Unreachable(e.to_string())),
                 Err(_) => Err(Unreachable("no answer in time".into())),
             }
         };
@@ -129,8 +132,9 @@ impl App {
     }
 }
 
-/// How long the start waits for each store's first connection.
-const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the start waits for each store's first connection: short,
+/// because API Gateway's 30 s also covers a cold start's init.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What one store's first connection told.
 enum CheckFailure {
@@ -141,14 +145,35 @@ enum CheckFailure {
 }
 use CheckFailure::{Fatal, Unreachable};
 
-/// Refused, timed out, no route or no such host: a Redis that is down or
-/// away. The cluster client reports its nodes' failures as text only
-/// ("Failed to create initial connections - Io: Connection refused").
-fn redis_unreachable(e: &::redis::RedisError) -> bool {
+/// Only what no retry will mend stops a start: a certificate that does not
+/// verify, credentials refused, or (a `redis://` URL) a connection cut off
+/// or answered with garbage, which is what a TLS-only server does to a
+/// plaintext client. Anything passing — refused, timed out, `LOADING`, a
+/// failover's `CLUSTERDOWN`/`MASTERDOWN`/`TRYAGAIN`, a reset on a TLS
+/// connection — is a store that is away: the start goes on and requests
+/// that need it answer `503` until it is back.
+fn redis_misconfigured(e: &::redis::RedisError, plaintext: bool) -> bool {
     const AWAY: [&str; 5] =
         ["Connection refused", "timed out", "No route to host", "Network is unreachable", "failed to lookup address"];
+    const PASSING: [&str; 5] = ["LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "BUSY"];
+    const CONFIGURATION: [&str; 7] = [
+        "certificate",
+        "Certificate",
+        "WRONGPASS",
+        "NOAUTH",
+        "invalid password",
+        "invalid username",
+        // REDIS_CLUSTER=true against a node that is not a cluster's.
+        "cluster support disabled",
+    ];
     let text = e.to_string();
-    e.is_connection_refusal() || e.is_timeout() || AWAY.iter().any(|away| text.contains(away))
+    if e.is_connection_refusal() || e.is_timeout() || AWAY.iter().any(|away| text.contains(away)) {
+        return false;
+    }
+    if e.kind() == ::redis::ErrorKind::AuthenticationFailed || CONFIGURATION.iter().any(|sign| text.contains(sign)) {
+        return true;
+    }
+    plaintext && !PASSING.iter().any(|sign| text.contains(sign))
 }
 
 /// A Redis error with what to check (never the URL: it may hold a password).
@@ -163,9 +188,12 @@ fn redis_reason(e: &::redis::RedisError) -> String {
     }
 }
 
-/// Sorts a failed first Postgres connection: refused, timed out or not
-/// resolved is a store that is down; anything else (TLS, authentication, a
-/// refused plaintext connection) is configuration.
+/// Sorts a failed first Postgres connection: a certificate, TLS or
+/// authentication failure (SQLSTATE class 28, which also covers a
+/// plaintext connection `pg_hba.conf` refuses) is configuration and stops
+/// the start; anything else — refused, timed out, too many clients, a
+/// server starting or shutting down in a failover, a reset — is a store
+/// that is away.
 fn postgres_failure(e: &deadpool_postgres::PoolError) -> Result<(), CheckFailure> {
     let deadpool_postgres::PoolError::Backend(error) = e else {
         return Err(Unreachable(e.to_string()));
@@ -184,14 +212,17 @@ fn postgres_failure(e: &deadpool_postgres::PoolError) -> Result<(), CheckFailure
         Some(db) => db.message().to_owned(),
         None => with_causes(error),
     };
+    let auth = error.as_db_error().is_some_and(|db| db.code().code().starts_with("28"));
     let hint = if text.contains("certificate") || text.contains("Certificate") {
         " (the server's certificate does not verify: POSTGRES_CA_FILE must name the CA that signed it; on RDS, the global bundle)"
     } else if text.contains("no encryption") {
         " (the server requires TLS: set sslmode=require or verify-full)"
     } else if text.contains("does not support TLS") || text.contains("server does not support") {
         " (the server does not offer TLS: use sslmode=disable or prefer, or turn ssl on)"
-    } else {
+    } else if auth || text.contains("TLS") || text.contains("tls") || text.contains("handshake") {
         ""
+    } else {
+        return Err(Unreachable(text));
     };
     Err(Fatal(StartupError::Store { store: "postgres", reason: format!("{text}{hint}") }))
 }

@@ -69,6 +69,14 @@ impl Handoff {
         (Self::Inline(sender), receiver)
     }
 
+    /// Builds the Lambda client now (at cold start), so the first hand-off's
+    /// 1 s budget is not spent loading the SDK's configuration.
+    pub async fn prepare(&self) {
+        if let Self::Lambda { client, .. } = self {
+            client.get_or_init(lambda_client).await;
+        }
+    }
+
     /// Whether a hand-off carries webhook messages (the stream entry is then a safety net).
     pub fn is_on(&self) -> bool {
         !matches!(self, Self::None)

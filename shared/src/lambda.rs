@@ -21,6 +21,7 @@ pub async fn run_http() -> Result<(), Error> {
     let config = Config::load().await?;
     let app = App::build(config)?;
     app.check_stores().await?;
+    app.handoff.prepare().await;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
 }
@@ -66,6 +67,7 @@ pub async fn run_process() -> Result<(), Error> {
     metrics::init()?;
     let config = Config::load().await?;
     let app = App::build(config)?;
+    app.check_stores().await?;
     let app = &app;
     lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();

@@ -58,7 +58,8 @@ impl LogSettings {
 
 /// The filter directives for a `RUST_LOG` value (`None`: unset): as given,
 /// plus `tokio_postgres=info` when they are more verbose than `info`
-/// (`debug`, `trace`, `4`, `5`) and do not set `tokio_postgres` itself.
+/// (`debug`, `trace`, `4`, `5`) and do not set `tokio_postgres` itself, and
+/// the Lambda runtime held at `debug` under a global `trace`.
 pub fn filter_directives(rust_log: Option<&str>) -> String {
     let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
     let directives: Vec<&str> = base.split(',').map(str::trim).collect();
@@ -67,7 +68,15 @@ pub fn filter_directives(rust_log: Option<&str>) -> String {
         matches!(level.as_str(), "debug" | "trace" | "4" | "5")
     });
     let explicit = directives.iter().any(|d| *d == "tokio_postgres" || d.starts_with("tokio_postgres="));
-    if verbose && !explicit { format!("{base},tokio_postgres=info") } else { base.to_owned() }
+    let mut filter = if verbose && !explicit { format!("{base},tokio_postgres=info") } else { base.to_owned() };
+    // The Lambda runtime logs each raw event at trace: its headers carry
+    // bearer tokens, its query the webhook's. A global trace never reaches it.
+    let global_trace =
+        directives.iter().any(|d| !d.contains('=') && matches!(d.to_ascii_lowercase().as_str(), "trace" | "5"));
+    if global_trace && !directives.iter().any(|d| d.starts_with("lambda_runtime")) {
+        filter.push_str(",lambda_runtime=debug,lambda_runtime_api_client=debug");
+    }
+    filter
 }
 
 /// Installs the subscriber the environment asks for, on stdout; a second
@@ -113,6 +122,11 @@ mod tests {
         assert_eq!(filter_directives(Some("warn")), "warn", "a quieter level stays quieter");
         assert_eq!(filter_directives(Some("debug,tokio_postgres=debug")), "debug,tokio_postgres=debug");
         assert_eq!(filter_directives(Some("4")), "4,tokio_postgres=info");
+        assert_eq!(
+            filter_directives(Some("trace")),
+            "trace,tokio_postgres=info,lambda_runtime=debug,lambda_runtime_api_client=debug",
+            "the runtime's raw events (tokens in headers) never reach a trace log"
+        );
         assert_eq!(
             filter_directives(Some("debug,tokio_postgres::connection=info")),
             "debug,tokio_postgres::connection=info,tokio_postgres=info"

@@ -21,7 +21,7 @@ use common::{
     Stub, TestEnv,
     pancake::{PancakeStub, Reply},
 };
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, StatusCode, Uri};
 use lambda_http::LambdaEvent;
 use serde_json::{Value, json};
 use switchboard::{App, handoff::Handoff, jobs::Redrive};
@@ -65,13 +65,7 @@ fn event(conversation: &str, id: &str) -> Value {
 }
 
 async fn webhook(app: &App, event: &Value) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("/api/v1/pancake/webhook?token={SECRET}"))
-        .body(Bytes::from(event.to_string()))
-        .unwrap();
-    let response = switchboard::http::route(app, request).await;
-    (response.status(), serde_json::from_slice(response.body()).unwrap_or(Value::Null))
+    common::webhook_to(app, SECRET, event).await
 }
 
 async fn env_with(ai: &SlowAi, pancake: &PancakeStub, extra: &[(&str, &str)]) -> TestEnv {

@@ -7,12 +7,11 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::{
     TestEnv,
     pancake::{PancakeStub, Reply},
 };
-use http::{Method, Request, StatusCode};
+use http::StatusCode;
 use serde_json::{Value, json};
 use switchboard::App;
 
@@ -33,13 +32,7 @@ fn event(conversation: &str, id: &str, from: &str, text: &str) -> Value {
 }
 
 async fn webhook(app: &App, event: &Value) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("/api/v1/pancake/webhook?token={SECRET}"))
-        .body(Bytes::from(event.to_string()))
-        .unwrap();
-    let response = switchboard::http::route(app, request).await;
-    (response.status(), serde_json::from_slice(response.body()).unwrap_or(Value::Null))
+    common::webhook_to(app, SECRET, event).await
 }
 
 /// An App with Redis unreachable and its breaker already open.

@@ -76,6 +76,17 @@ pub fn message(conversation: &str, id: &str, text: &str, ts: f64) -> Value {
            "sender_id": "customer_1", "sender_type": "user", "timestamp": ts, "metadata": {"page_id": "page_1"}})
 }
 
+/// Posts a Pancake webhook `event` to `app` through the router, with `secret` as its `?token=`.
+pub async fn webhook_to(app: &App, secret: &str, event: &Value) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v1/pancake/webhook?token={secret}"))
+        .body(Bytes::from(event.to_string()))
+        .unwrap();
+    let response = switchboard::http::route(app, request).await;
+    (response.status(), serde_json::from_slice(response.body()).unwrap_or(Value::Null))
+}
+
 /// Steps `consumer` until two consecutive steps find nothing (bounded).
 pub async fn drain(consumer: &switchboard::consumer::Consumer) -> switchboard::consumer::Summary {
     let mut total = switchboard::consumer::Summary::default();
