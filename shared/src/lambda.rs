@@ -11,16 +11,24 @@ use serde_json::{Value, json};
 
 use crate::{App, Config, clock::now_ms, deadline, http::SourceIp, jobs::Redrive, metrics, pipeline, telemetry};
 
-/// The whole `main` of an HTTP function: telemetry, configuration read once
-/// (with the function's secrets, `SECRET_IDS`), clients built once, then the
-/// runtime loop. Every HTTP function serves the
-/// same router; API Gateway decides which routes reach which function.
-pub async fn run_http() -> Result<(), Error> {
+/// What every function does once per cold start: telemetry and metrics,
+/// the configuration with the function's secrets (`SECRET_IDS`), the
+/// clients, and one look at each store (a misconfigured one stops here).
+pub async fn cold_start() -> Result<App, Error> {
     telemetry::init();
     metrics::init()?;
     let config = Config::load().await?;
     let app = App::build(config)?;
     app.check_stores().await?;
+    Ok(app)
+}
+
+/// The whole `main` of an HTTP function: telemetry, configuration read once
+/// (with the function's secrets, `SECRET_IDS`), clients built once, then the
+/// runtime loop. Every HTTP function serves the
+/// same router; API Gateway decides which routes reach which function.
+pub async fn run_http() -> Result<(), Error> {
+    let app = cold_start().await?;
     app.handoff.prepare().await;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
@@ -63,11 +71,7 @@ pub async fn handle(app: &App, request: Request) -> Result<Response<Body>, Error
 /// The whole `main` of `process-conversation`: one handed-off conversation
 /// per asynchronous invocation.
 pub async fn run_process() -> Result<(), Error> {
-    telemetry::init();
-    metrics::init()?;
-    let config = Config::load().await?;
-    let app = App::build(config)?;
-    app.check_stores().await?;
+    let app = cold_start().await?;
     let app = &app;
     lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();

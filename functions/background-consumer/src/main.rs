@@ -5,15 +5,14 @@
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
-use switchboard::{App, Config, consumer::Consumer, lambda::observed, metrics, telemetry};
+use switchboard::{
+    consumer::Consumer,
+    lambda::{cold_start, observed},
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
-    metrics::init()?;
-    let config = Config::load().await?;
-    let app = App::build(config)?;
-    app.check_stores().await?;
+    let app = cold_start().await?;
     let consumer = Consumer::connect(app, Consumer::instance_name("lambda")).await?;
     let consumer = &consumer;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

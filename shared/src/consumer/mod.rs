@@ -200,6 +200,11 @@ impl Consumer {
     /// the effects it started (the run loops do not wait).
     pub async fn step(&self) -> Result<Summary, AppError> {
         let started = self.step_started().await;
+        self.and_finished(started).await
+    }
+
+    /// `started`'s summary with what its tasks did, once they are all done.
+    pub(super) async fn and_finished(&self, started: Result<Summary, AppError>) -> Result<Summary, AppError> {
         let finished = self.finish().await;
         started.map(|mut summary| {
             summary += finished;

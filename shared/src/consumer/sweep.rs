@@ -31,11 +31,7 @@ impl Consumer {
     /// re-drives it starts (the run loops do not: [`Consumer::sweep_started`]).
     pub async fn sweep(&self) -> Result<Summary, AppError> {
         let started = self.sweep_started().await;
-        let finished = self.finish().await;
-        started.map(|mut summary| {
-            summary += finished;
-            summary
-        })
+        self.and_finished(started).await
     }
 
     /// A sweep whose re-drives may still be running.
