@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     handoff::Handoff,
     integrations::Integrations,
+    live::Live,
     pancake::Pancake,
     postgres::{self, AssistantDirectory, DbError},
     redis::ConversationStore,
@@ -49,6 +50,8 @@ pub struct App {
     pub pancake: Pancake,
     /// Where webhook messages are handed to be answered at once.
     pub handoff: Handoff,
+    /// Live chat: the WebSocket connection registry and pushes.
+    pub live: Live,
     /// The one outbound HTTP client (pooled connections), shared by the AI
     /// provider, Pancake, the integrations and the health probe.
     pub http: reqwest::Client,
@@ -81,6 +84,7 @@ impl App {
             cache,
             pancake: Pancake::new(&config, http.clone()),
             handoff: Handoff::from_config(&config.handoff),
+            live: Live::from_config(&config.chat),
             http,
             config: Arc::new(config),
             store,
@@ -124,6 +128,16 @@ impl App {
             }
         }
         Ok(())
+    }
+
+    /// Creates live chat's connections table unless it exists (setup:
+    /// `local-gateway migrate`; in AWS the template creates it). Returns
+    /// whether it was created; nothing to do without `CONNECTIONS_TABLE`.
+    pub async fn create_connections_table(&self) -> Result<bool, crate::error::AppError> {
+        if !self.live.enabled() {
+            return Ok(false);
+        }
+        self.live.registry().await?.create_table().await
     }
 
     /// Applies pending migrations (the local gateway and `scripts/dev` call this).

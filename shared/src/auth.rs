@@ -12,6 +12,12 @@ use crate::{
     error::{AppError, AuthFailure},
 };
 
+/// The caller's address, as the entry point saw it (API Gateway's
+/// `sourceIp`, the local gateway's peer), carried as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIp(pub String);
+
+
 /// Constant-time equality of two secrets of any length.
 pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
     let a = Sha256::digest(given);

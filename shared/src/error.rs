@@ -20,6 +20,12 @@ pub enum AppError {
     /// Pancake's webhook authenticates with a query secret, not a header.
     #[error("missing or invalid webhook token (the token query parameter)")]
     BadWebhookToken { reason: AuthFailure },
+    /// A valid credential that does not open this resource (a customer
+    /// token for another conversation).
+    #[error("this token does not open that conversation")]
+    Forbidden,
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -89,6 +95,8 @@ impl AppError {
             Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized { .. } | Self::BadWebhookToken { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -98,11 +106,14 @@ impl AppError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The error's code, as a body or an error frame names it.
+    pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidField { .. } => "invalid_request",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Unauthorized { .. } | Self::BadWebhookToken { .. } => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::TooManyRequests { .. } => "rate_limited",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
@@ -130,6 +141,11 @@ impl AppError {
             }
             Self::Unauthorized { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::TooManyRequests { retry_after_secs } => {
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.max(&1).to_string()) {
+                    headers.insert(header::RETRY_AFTER, value);
+                }
             }
             _ => {}
         }

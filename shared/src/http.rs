@@ -14,10 +14,7 @@ use crate::{App, admin, clock::elapsed_ms, error::AppError, handlers, metrics, r
 /// 64 KiB of content plus a little JSON).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The caller's address, as the entry point saw it (API Gateway's
-/// `sourceIp`, the local gateway's peer), carried as a request extension.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceIp(pub String);
+pub use crate::auth::SourceIp;
 
 /// One request from an entry point: routed inside a metrics scope, then
 /// one log line (`request`: `request_id`, `method`, `route` — the path,
@@ -94,6 +91,8 @@ fn route_family(path: &str) -> &'static str {
         "webhook"
     } else if path.starts_with("/api/v1/enhanced-handle-message") {
         "enhanced-handle-message"
+    } else if path.starts_with("/api/v1/chat") {
+        "chat"
     } else {
         "other"
     }
@@ -115,6 +114,13 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
             handlers::enhanced_handle_message(app, request).await
         }
         (["api", "v1", "pancake", "webhook"], &Method::POST) => crate::webhook::pancake_webhook(app, request).await,
+        (["api", "v1", "chat", "sessions"], &Method::POST) => crate::chat_api::open_session(app, request).await,
+        (["api", "v1", "chat", "conversations", id, "messages"], &Method::GET) => {
+            crate::chat_api::history(app, id, request).await
+        }
+        (["api", "v1", "chat", "sessions"] | ["api", "v1", "chat", "conversations", _, "messages"], _) => {
+            Err(AppError::MethodNotAllowed)
+        }
         (["openapi.json"], &Method::GET) => Ok(json_response(StatusCode::OK, &crate::openapi::document())),
         // Seed 001 also names the cleanup route without the `/api/v1` prefix.
         (["admin", "system", "cleanup"], &Method::POST) => {

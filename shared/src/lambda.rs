@@ -30,6 +30,7 @@ pub async fn cold_start() -> Result<App, Error> {
 pub async fn run_http() -> Result<(), Error> {
     let app = cold_start().await?;
     app.handoff.prepare().await;
+    app.live.prepare().await;
     let app = &app;
     run(service_fn(move |request: Request| async move { handle(app, request).await })).await
 }
@@ -108,6 +109,23 @@ pub async fn process(app: &App, event: LambdaEvent<Value>) -> Result<Value, Erro
             Err(Error::from(format!("conversation {} not answered: {err}", job.conversation_id)))
         }
     }
+}
+
+/// The whole `main` of a WebSocket function (`ws-connect`,
+/// `ws-disconnect`, `ws-message`): API Gateway WebSocket events of one
+/// route, handled by [`crate::ws`].
+pub async fn run_ws(route: crate::ws::Route) -> Result<(), Error> {
+    let app = cold_start().await?;
+    app.live.prepare().await;
+    let app = &app;
+    lambda_http::lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>| async move {
+            let deadline = deadline::from_epoch_ms(event.context.deadline, now_ms());
+            let response = deadline::within(deadline, crate::ws::handle(app, route, event.payload)).await;
+            Ok::<_, Error>(response)
+        },
+    ))
+    .await
 }
 
 /// Runs one non-HTTP invocation (the consumer's) inside a metrics scope and

@@ -56,10 +56,12 @@ pub mod tls;
 pub mod actions;
 pub mod ai;
 pub mod auth;
+pub mod chat_token;
 pub mod jobs;
 
 // Stores.
 pub mod cache;
+pub mod connections;
 pub mod postgres;
 pub mod redis;
 
@@ -67,18 +69,22 @@ pub mod redis;
 pub mod app;
 pub mod handoff;
 pub mod integrations;
+pub mod live;
 pub mod pancake;
 
 // Flows.
+pub mod chat;
 pub mod consumer;
 pub mod pipeline;
 
 // HTTP.
 pub mod admin;
 pub mod handlers;
+pub mod chat_api;
 pub mod http;
 pub mod openapi;
 pub mod webhook;
+pub mod ws;
 
 // Entry points.
 pub mod lambda;

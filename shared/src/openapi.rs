@@ -31,6 +31,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/cache/metrics"),
     ("POST", "/api/cache/invalidate"),
     ("POST", "/api/cache/warmup"),
+    ("POST", "/api/v1/chat/sessions"),
+    ("GET", "/api/v1/chat/conversations/{id}/messages"),
     ("GET", "/openapi.json"),
 ];
 
@@ -173,6 +175,32 @@ fn operation(method: &str, path: &str) -> Value {
             ),
             vec![],
         ),
+        ("POST", "/api/v1/chat/sessions") => {
+            op["security"] = json!([{"adminToken": []}, {"widgetKey": []}]);
+            op["responses"]["201"] = ok("a customer token for one conversation, and the WebSocket URL");
+            op["responses"]["403"] = error_response("the token given does not open that conversation");
+            op["responses"]["429"] = error_response("too many sessions from this address; see Retry-After");
+            (
+                "Open (or resume) a live-chat session: a customer token for one conversation",
+                Some(json!({"type": "object", "properties": {
+                    "conversation_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "customer_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "token": {"type": "string", "description": "a previous token of the conversation (resuming with the widget key)"}}})),
+                vec![],
+            )
+        }
+        ("GET", "/api/v1/chat/conversations/{id}/messages") => {
+            op["security"] = json!([{"chatToken": []}]);
+            op["responses"]["403"] = error_response("a customer token of another conversation");
+            (
+                "A conversation's messages after a sequence number, in order (catching up after a reconnect)",
+                None,
+                vec![
+                    json!({"name": "after_seq", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
+                    json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}),
+                ],
+            )
+        }
         ("GET", "/openapi.json") => {
             op.as_object_mut().map(|o| o.remove("security"));
             ("This document", None, vec![])
@@ -215,6 +243,8 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "pancakeToken": {"type": "http", "scheme": "bearer", "description": "PANCAKE_ACCESS_TOKEN"},
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_ACCESS_TOKEN"},
+                "widgetKey": {"type": "apiKey", "in": "header", "name": "X-Widget-Key", "description": "WIDGET_KEY, the public key a website embeds"},
+                "chatToken": {"type": "http", "scheme": "bearer", "description": "a customer token (its conversation only), an agent token (AGENT_TOKENS) or ADMIN_ACCESS_TOKEN"},
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["success", "error"], "properties": {

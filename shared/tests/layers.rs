@@ -34,24 +34,30 @@ const FLOORS: &[(&str, u8)] = &[
     ("actions", 1),
     ("jobs", 1),
     ("auth", 1),
+    ("chat_token", 1),
     // Stores (all SQL lives in `postgres`).
     ("redis", 2),
     ("cache", 2),
     ("postgres", 2),
+    ("connections", 2),
     // Clients.
     ("pancake", 3),
     ("integrations", 3),
     ("app", 3),
     ("handoff", 3),
+    ("live", 3),
     // Flows.
     ("pipeline", 4),
     ("consumer", 4),
+    ("chat", 4),
     // HTTP.
     ("http", 5),
     ("handlers", 5),
     ("webhook", 5),
     ("admin", 5),
     ("openapi", 5),
+    ("chat_api", 5),
+    ("ws", 5),
     // Entry points.
     ("lambda", 6),
 ];

@@ -11,6 +11,7 @@
 //! secret ones come from Secrets Manager ([`secrets`], `SECRET_IDS`), laid
 //! over the environment by [`Config::load`].
 
+mod chat;
 mod consumer;
 mod handoff;
 pub mod integrations;
@@ -20,6 +21,7 @@ pub mod tls;
 
 use std::{collections::HashMap, fmt, time::Duration};
 
+pub use chat::ChatConfig;
 pub use consumer::ConsumerConfig;
 pub use handoff::HandoffConfig;
 pub use integrations::{Auth, Integration};
@@ -161,6 +163,8 @@ pub struct Config {
     pub degraded_mode: bool,
     /// `execute_api`'s allow-list (`INTEGRATIONS`, JSON); secrets redacted in `Debug`.
     pub integrations: std::collections::HashMap<String, integrations::Integration>,
+    /// Live chat over WebSockets (`CONNECTIONS_TABLE`, `WS_ENDPOINT`, the tokens).
+    pub chat: ChatConfig,
 }
 
 impl Config {
@@ -249,6 +253,7 @@ impl Config {
             handoff_concurrency: env.parse_or("HANDOFF_CONCURRENCY", 100usize)?.clamp(1, 10_000),
             integrations: integrations::parse_config(env.get("INTEGRATIONS").map(Secret::new).as_ref())?,
             consumer: ConsumerConfig::from_env(&env)?,
+            chat: chat::from_env(&env)?,
         })
     }
 

@@ -66,9 +66,12 @@ impl Consumer {
         if !batch.is_empty() {
             let mut client = self.app.db.get().await?;
             match writer::write(&mut client, &batch, self.app.config.bot_pause_ttl).await {
-                Ok(()) => {
+                Ok(fresh) => {
                     summary.written += batch.len() as u64;
                     acked.append(&mut batch_ids);
+                    // Messages logged here first (Pancake's, through the
+                    // webhook) reach the conversation's watchers now.
+                    self.app.live.publish(&fresh, None).await;
                 }
                 Err(err) if is_transient(&err) => {
                     // Nothing acknowledged: the whole batch is retried later.
@@ -124,8 +127,9 @@ impl Consumer {
             let Ok(job) = Job::parse(entry) else { continue };
             job.into_batch(&mut single);
             match writer::write(&mut client, &single, self.app.config.bot_pause_ttl).await {
-                Ok(()) => {
+                Ok(fresh) => {
                     summary.written += 1;
+                    self.app.live.publish(&fresh, None).await;
                     acked.push(entry.id.clone());
                 }
                 Err(err) if is_transient(&err) => return Err(AppError::from(err)),

@@ -6,12 +6,14 @@
 
 mod action_status;
 mod conversation;
+mod frame;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use action_status::ActionStatus;
 pub use conversation::{ContextEntry, OwedMessage, Snapshot};
+pub use frame::{Frame, FrameError, MAX_CLIENT_MESSAGE_ID_BYTES, MAX_FRAME_BYTES};
 
 use crate::error::AppError;
 

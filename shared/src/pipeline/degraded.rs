@@ -184,8 +184,9 @@ async fn admit(
             let _ = tx.rollback().await;
             Err(err.into())
         }
-        Ok(()) => {
+        Ok(fresh) => {
             tx.commit().await?;
+            app.live.publish(&fresh, None).await;
             Ok(result)
         }
     }
@@ -240,11 +241,15 @@ async fn answer_owed(
     let (draft, fence, restarts) = round;
     let Draft { response_id, ai_response, actions, rejected, covered_message_ids, answer_job, .. } = draft;
     let batch = Batch { answers: vec![answer_job], ..Batch::default() };
-    if let Err(err) = writer::write_in(&*tx, &batch, app.config.bot_pause_ttl).await {
-        let _ = tx.rollback().await;
-        return Err(err.into());
-    }
+    let fresh = match writer::write_in(&*tx, &batch, app.config.bot_pause_ttl).await {
+        Ok(fresh) => fresh,
+        Err(err) => {
+            let _ = tx.rollback().await;
+            return Err(err.into());
+        }
+    };
     tx.commit().await?;
+    app.live.publish(&fresh, None).await;
 
     let started = Instant::now();
     // Actions the budget cuts off stay `pending`: the consumer's sweep

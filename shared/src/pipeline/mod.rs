@@ -27,6 +27,7 @@
 
 mod ai_call;
 mod answer;
+mod chat_log;
 pub mod degraded;
 mod delivery;
 pub mod handoff;

@@ -205,6 +205,7 @@ pub async fn process(
                 restarts += 1;
             }
             Completion::Done { still_owed } => {
+                super::chat_log::publish_answer(app, &snapshot, &answer_job).await;
                 let pancake_result =
                     delivery::deliver(app, conversation, lease.fence, response_id, page_id, &actions).await;
                 let answered = Answered {

@@ -23,6 +23,7 @@
 pub mod actions;
 pub mod admin;
 pub mod assistants;
+pub mod chat;
 pub mod dead_letters;
 pub mod degraded;
 pub mod echoes;

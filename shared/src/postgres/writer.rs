@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
+use super::chat::ChatMessage;
 use crate::{
     clock::now_epoch_seconds,
     domain::ActionStatus,
@@ -68,10 +69,17 @@ impl Batch {
 
 /// Writes the batch in one transaction. `pause_ttl` (`BOT_PAUSE_TTL_SECONDS`)
 /// is how long each pause in it lasts from its event.
-pub async fn write(client: &mut Client, batch: &Batch, pause_ttl: Duration) -> Result<(), tokio_postgres::Error> {
+///
+/// Returns the chat log's fresh entries (`super::chat`): the messages and
+/// answers logged by this batch, for their watchers.
+pub async fn write(
+    client: &mut Client,
+    batch: &Batch,
+    pause_ttl: Duration,
+) -> Result<Vec<ChatMessage>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     match write_in(&tx, batch, pause_ttl).await {
-        Ok(()) => tx.commit().await,
+        Ok(fresh) => tx.commit().await.map(|()| fresh),
         // Rolled back now, not on drop (which only queues the ROLLBACK): a
         // Lambda frozen right after would otherwise keep its row locks.
         Err(err) => {
@@ -87,12 +95,13 @@ pub async fn write_in(
     tx: &impl GenericClient,
     batch: &Batch,
     pause_ttl: Duration,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Vec<ChatMessage>, tokio_postgres::Error> {
     write_messages_unnest(tx, &batch.messages, pause_ttl).await?;
     customers::write_customers(tx, &batch.messages).await?;
     write_answers(tx, &batch.answers, pause_ttl).await?;
     write_results(tx, &batch.results).await?;
-    updates::write_updates(tx, &batch.updates, pause_ttl).await
+    updates::write_updates(tx, &batch.updates, pause_ttl).await?;
+    super::chat::append(tx, &super::chat::entries_of(batch)).await
 }
 
 /// The end of a pause its event started at `event_at` (epoch seconds): the

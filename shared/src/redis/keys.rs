@@ -103,6 +103,11 @@ impl KeySpace {
     }
 
     /// Refused credentials per route family (a hash), for the stats.
+    /// Chat sessions opened from one source address in one minute (`window`: the minute's number).
+    pub fn session_rate(&self, source: &str, window: u64) -> String {
+        format!("{}chat:sessions:{}:{window}", self.prefix, key_part(source))
+    }
+
     pub fn auth_failures(&self) -> String {
         format!("{}security:auth_failures", self.prefix)
     }
