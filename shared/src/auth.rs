@@ -17,7 +17,6 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceIp(pub String);
 
-
 /// Constant-time equality of two secrets of any length.
 pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
     let a = Sha256::digest(given);

@@ -79,8 +79,8 @@ pub mod pipeline;
 
 // HTTP.
 pub mod admin;
-pub mod handlers;
 pub mod chat_api;
+pub mod handlers;
 pub mod http;
 pub mod openapi;
 pub mod webhook;

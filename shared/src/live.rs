@@ -97,9 +97,8 @@ impl Live {
                         .load()
                         .await;
                     let gateway = self.endpoint.as_ref().map(|endpoint| {
-                        let config = aws_sdk_apigatewaymanagement::config::Builder::from(&shared)
-                            .endpoint_url(endpoint)
-                            .build();
+                        let config =
+                            aws_sdk_apigatewaymanagement::config::Builder::from(&shared).endpoint_url(endpoint).build();
                         aws_sdk_apigatewaymanagement::Client::from_conf(config)
                     });
                     Clients { registry: Registry::new(aws_sdk_dynamodb::Client::new(&shared), table), gateway }

@@ -120,7 +120,12 @@ async fn message(app: &App, connection_id: &str, event: &ApiGatewayWebsocketProx
     let Some(connection) = connection else {
         // Registered connections only: an expired item, or a `$connect`
         // that never completed. The client reconnects.
-        app.live.post(connection_id, &error_frame(None, "unknown_connection", None, "reconnect: this connection is not registered")).await;
+        app.live
+            .post(
+                connection_id,
+                &error_frame(None, "unknown_connection", None, "reconnect: this connection is not registered"),
+            )
+            .await;
         return Ok(());
     };
     let frame = match Frame::parse(body.as_bytes(), app.config.max_message_bytes) {

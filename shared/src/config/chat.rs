@@ -78,7 +78,8 @@ fn agent_tokens(raw: Option<&str>) -> Result<Vec<(String, Secret)>, ConfigError>
             .split_once('=')
             .ok_or_else(|| malformed("AGENT_TOKENS", "must be name=token pairs separated by commas"))?;
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
             return Err(malformed("AGENT_TOKENS", "agent names are 1-64 letters, digits, - _ . @"));
         }
         if token.trim().len() < 16 {

@@ -17,11 +17,24 @@ pub const MAX_CLIENT_MESSAGE_ID_BYTES: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// `message` is the text; `client_message_id` makes a resend a duplicate.
-    SendMessage { conversation_id: ConversationId, message: String, client_message_id: String },
-    Subscribe { conversation_id: ConversationId },
-    Unsubscribe { conversation_id: ConversationId },
-    ResumeBot { conversation_id: ConversationId },
-    Typing { conversation_id: ConversationId, typing: bool },
+    SendMessage {
+        conversation_id: ConversationId,
+        message: String,
+        client_message_id: String,
+    },
+    Subscribe {
+        conversation_id: ConversationId,
+    },
+    Unsubscribe {
+        conversation_id: ConversationId,
+    },
+    ResumeBot {
+        conversation_id: ConversationId,
+    },
+    Typing {
+        conversation_id: ConversationId,
+        typing: bool,
+    },
     Ping,
 }
 
@@ -50,8 +63,11 @@ impl Frame {
                 message: format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
             });
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|_| FrameError { code: "invalid_frame", field: None, message: "a frame is a JSON object".into() })?;
+        let value: Value = serde_json::from_slice(body).map_err(|_| FrameError {
+            code: "invalid_frame",
+            field: None,
+            message: "a frame is a JSON object".into(),
+        })?;
         let Value::Object(object) = value else {
             return Err(FrameError { code: "invalid_frame", field: None, message: "a frame is a JSON object".into() });
         };
@@ -77,7 +93,12 @@ impl Frame {
                         ));
                     }
                     Some(_) => return Err(FrameError::invalid("client_message_id", "must be a string")),
-                    None => return Err(FrameError::invalid("client_message_id", "is required (it makes a resend harmless)")),
+                    None => {
+                        return Err(FrameError::invalid(
+                            "client_message_id",
+                            "is required (it makes a resend harmless)",
+                        ));
+                    }
                 };
                 Ok(Self::SendMessage { conversation_id: conversation(&object)?, message, client_message_id })
             }
@@ -150,7 +171,9 @@ mod tests {
 
     #[test]
     fn a_send_names_its_conversation_text_and_client_id() {
-        let frame = parse(json!({"action": "sendMessage", "conversation_id": "c1", "message": "hi", "client_message_id": "m1"}));
+        let frame = parse(
+            json!({"action": "sendMessage", "conversation_id": "c1", "message": "hi", "client_message_id": "m1"}),
+        );
         assert_eq!(
             frame,
             Ok(Frame::SendMessage {
@@ -166,8 +189,14 @@ mod tests {
         let field = |v: Value| parse(v).unwrap_err().field;
         assert_eq!(field(json!({"conversation_id": "c"})), Some("action"));
         assert_eq!(field(json!({"action": "subscribe"})), Some("conversation_id"));
-        assert_eq!(field(json!({"action": "sendMessage", "conversation_id": "c", "client_message_id": "m"})), Some("message"));
-        assert_eq!(field(json!({"action": "sendMessage", "conversation_id": "c", "message": "x"})), Some("client_message_id"));
+        assert_eq!(
+            field(json!({"action": "sendMessage", "conversation_id": "c", "client_message_id": "m"})),
+            Some("message")
+        );
+        assert_eq!(
+            field(json!({"action": "sendMessage", "conversation_id": "c", "message": "x"})),
+            Some("client_message_id")
+        );
         assert_eq!(parse(json!({"action": "dance"})).unwrap_err().code, "unknown_action");
         assert_eq!(parse(json!([1])).unwrap_err().code, "invalid_frame");
     }

@@ -133,8 +133,10 @@ pub async fn degraded_message(
 pub async fn degraded_update(app: &App, update: &UpdateConversation) -> Result<(), AppError> {
     let batch = writer::Batch { updates: vec![update.clone()], ..writer::Batch::default() };
     let mut client = app.db.get().await.map_err(AppError::from).map_err(both_down)?;
-    let fresh =
-        writer::write(&mut client, &batch, app.config.bot_pause_ttl).await.map_err(AppError::from).map_err(both_down)?;
+    let fresh = writer::write(&mut client, &batch, app.config.bot_pause_ttl)
+        .await
+        .map_err(AppError::from)
+        .map_err(both_down)?;
     app.live.publish(&fresh, None).await;
     // Redis learns an assignment's pause when it returns. (An unassignment
     // does not shorten a pause Redis holds: Redis may know a newer one.)

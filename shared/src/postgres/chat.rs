@@ -105,7 +105,11 @@ pub async fn append(db: &impl GenericClient, entries: &[ChatEntry]) -> Result<Ve
 }
 
 /// The number an entry was logged with, if it was.
-pub async fn seq_of(db: &impl GenericClient, conversation: &str, key: &str) -> Result<Option<i64>, tokio_postgres::Error> {
+pub async fn seq_of(
+    db: &impl GenericClient,
+    conversation: &str,
+    key: &str,
+) -> Result<Option<i64>, tokio_postgres::Error> {
     let row = db
         .query_opt(
             "SELECT seq FROM chat_messages WHERE conversation_id = $1 AND message_key = $2",
@@ -149,9 +153,7 @@ pub async fn after(
 
 /// The newest number of a conversation (0 before its first message).
 pub async fn last_seq(db: &impl GenericClient, conversation: &str) -> Result<i64, tokio_postgres::Error> {
-    let row = db
-        .query_opt("SELECT last_seq FROM chat_sequences WHERE conversation_id = $1", &[&conversation])
-        .await?;
+    let row = db.query_opt("SELECT last_seq FROM chat_sequences WHERE conversation_id = $1", &[&conversation]).await?;
     Ok(row.map_or(0, |r| r.get(0)))
 }
 
@@ -179,9 +181,8 @@ pub async fn open_conversation(
 
 /// The customer a web conversation belongs to (`None`: not a web session's).
 pub async fn customer_of(db: &impl GenericClient, conversation: &str) -> Result<Option<String>, tokio_postgres::Error> {
-    let row = db
-        .query_opt("SELECT customer_id FROM chat_conversations WHERE conversation_id = $1", &[&conversation])
-        .await?;
+    let row =
+        db.query_opt("SELECT customer_id FROM chat_conversations WHERE conversation_id = $1", &[&conversation]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -238,8 +239,6 @@ pub fn chat_sender(sender_type: &str) -> &str {
 /// The Pancake page of a conversation Postgres knows (`None`: a web
 /// conversation, or one not yet persisted).
 pub async fn page_of(db: &impl GenericClient, conversation: &str) -> Result<Option<String>, tokio_postgres::Error> {
-    let row = db
-        .query_opt("SELECT page_id FROM conversations WHERE conversation_id = $1", &[&conversation])
-        .await?;
+    let row = db.query_opt("SELECT page_id FROM conversations WHERE conversation_id = $1", &[&conversation]).await?;
     Ok(row.and_then(|r| r.get(0)))
 }

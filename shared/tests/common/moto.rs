@@ -68,6 +68,28 @@ impl Moto {
         aws_sdk_secretsmanager::Client::from_conf(config)
     }
 
+    /// A DynamoDB client of this moto.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_sdk_dynamodb::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                ACCESS_KEY, ACCESS_KEY, None, None, "moto",
+            ))
+            .http_client(switchboard::config::secrets::http_client())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// A fresh connections table of this moto, created as setup creates it.
+    pub async fn connections_table(&self) -> switchboard::connections::Registry {
+        let table = format!("connections-{}", uuid::Uuid::new_v4().simple());
+        let registry = switchboard::connections::Registry::new(self.dynamodb(), table);
+        registry.create_table().await.expect("the table is created");
+        registry
+    }
+
     /// Creates a secret holding `text`; its ARN.
     pub async fn create_secret(&self, name: &str, text: &str) -> String {
         let created =
