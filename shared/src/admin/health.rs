@@ -31,6 +31,16 @@ where
     }
 }
 
+/// Live chat's connection registry: `not_configured` without
+/// `CONNECTIONS_TABLE` (only live chat needs it).
+async fn dynamodb_status(app: &App) -> Value {
+    if !app.live.enabled() {
+        return json!({"status": "not_configured"});
+    }
+    let (up, latency, _) = check(async { app.live.registry().await?.ping().await }).await;
+    json!({"status": if up { "connected" } else { "unreachable" }, "latency_ms": latency})
+}
+
 /// Whether the configured AI answers at all (any HTTP status counts as reachable).
 async fn ai_reachable(app: &App) -> (Value, bool) {
     let url = match &app.config.ai {
@@ -52,6 +62,7 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     })
     .await;
     let (ai, ai_up) = ai_reachable(app).await;
+    let dynamodb = dynamodb_status(app).await;
 
     let mut queue = json!(null);
     let mut stuck = Vec::new();
@@ -77,7 +88,8 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
     let breaker = app.store.breaker();
     // Open: messages are answered from Postgres (degraded mode) until it closes.
     let degraded_path = breaker.state() != crate::redis::BreakerState::Closed && app.config.degraded_mode;
-    let status = match (redis_up, pg_up, ai_up) {
+    let dynamodb_up = dynamodb["status"] != "unreachable";
+    let status = match (redis_up, pg_up, ai_up && dynamodb_up) {
         (false, false, _) => "unhealthy",
         (true, true, true) => "healthy",
         _ => "degraded",
@@ -99,6 +111,7 @@ pub async fn health(app: &App) -> Result<Response<bytes::Bytes>, AppError> {
             "redis": {"status": if redis_up { "connected" } else { "unreachable" }, "latency_ms": redis_ms, "memory": memory},
             "postgres": {"status": if pg_up { "connected" } else { "unreachable" }, "latency_ms": pg_ms},
             "ai": ai,
+            "dynamodb": dynamodb,
         },
         "queue": queue,
     });

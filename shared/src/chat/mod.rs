@@ -108,6 +108,9 @@ pub async fn send(
         (Outcome::BotPaused, Role::Customer) => notices.push(json!({
             "type": "status", "conversation_id": conversation.as_str(), "bot_paused": true,
         })),
+        // A resend is not sent to Pancake again (Pancake takes no
+        // idempotency key): at most once, the log keeps the message.
+        (Outcome::Duplicate, Role::Agent) => {}
         (_, Role::Agent) => {
             send_to_pancake(app, conversation, &message).await;
             notices.push(json!({"type": "status", "conversation_id": conversation.as_str(), "bot_paused": true}));
