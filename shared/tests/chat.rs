@@ -288,3 +288,90 @@ async fn history_is_read_with_the_conversations_own_token_or_an_agents_and_never
     let (status, _, body) = call(&env, Method::GET, &bad, &[("authorization", &a_token)], Value::Null).await;
     assert_eq!((status, body["error"]["field"].clone()), (StatusCode::BAD_REQUEST, json!("after_seq")));
 }
+
+/// A management-API client (`PostToConnection`) aimed at a recording stub.
+fn management_client(url: &str) -> aws_sdk_apigatewaymanagement::Client {
+    use aws_sdk_apigatewaymanagement::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_apigatewaymanagement::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .http_client(switchboard::config::secrets::http_client())
+        .build();
+    aws_sdk_apigatewaymanagement::Client::from_conf(config)
+}
+
+const PAGE: &str = "page_77";
+
+fn pancake_event(conversation: &str, id: &str, from: &str, text: &str) -> Value {
+    json!({
+        "event_type": "messaging",
+        "page_id": PAGE,
+        "data": {
+            "conversation": {"id": conversation, "from": {"id": "customer_7"}},
+            "message": {"id": id, "conversation_id": conversation, "message": text,
+                        "type": "INBOX", "from": {"id": from}, "page_id": PAGE}
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_pancake_conversations_messages_and_answers_reach_its_watchers_once_each_in_order() {
+    let moto = Moto::start();
+    let registry = moto.connections_table().await;
+    let pushes = common::Stub::start(|_| async { (StatusCode::OK, json!({})) }).await;
+    let pancake = common::pancake_stub().await;
+    let pancake_url = pancake.url();
+    let mut env = chat_env(&[
+        ("PANCAKE_WEBHOOK_SECRET", "hook"),
+        ("PANCAKE_BASE_URL", &pancake_url),
+        ("PANCAKE_PAGE_ACCESS_TOKEN", "pt"),
+        ("CONSUMER_BLOCK_MS", "20"),
+    ])
+    .await;
+    env.app.live = switchboard::live::Live::with_clients(registry.clone(), Some(management_client(&pushes.url())));
+    let agent = Connection {
+        connection_id: "agentconn1".into(),
+        role: Role::Agent,
+        subject: "lan".into(),
+        conversation_id: None,
+        connected_at: now_epoch_seconds() as u64,
+    };
+    registry.register(&agent).await.unwrap();
+    registry.watch(&agent, "pc-1").await.unwrap();
+
+    let (status, body) =
+        common::webhook_to(&env.app, "hook", &pancake_event("pc-1", "pm-1", "customer_7", "Còn hàng không ạ?")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    common::drain(&env.consumer().await).await;
+    let pushed: Vec<Value> = pushes.requests().into_iter().map(|r| r.body).collect();
+    let seen: Vec<(i64, &str)> =
+        pushed.iter().map(|f| (f["seq"].as_i64().unwrap(), f["sender_type"].as_str().unwrap())).collect();
+    assert_eq!(seen, vec![(1, "customer"), (2, "bot")]);
+    assert!(pushes.requests().iter().all(|r| r.path == "/@connections/agentconn1"));
+
+    // The agent's reply goes to Pancake as the page; its echo is not logged again.
+    let sends_before = pancake.requests().len();
+    let conversation = switchboard::domain::ConversationId::parse("pc-1").unwrap();
+    let sent = switchboard::chat::send(&env.app, &agent, &conversation, "Còn ạ, bạn lấy size nào?", "a1", async |_| {})
+        .await
+        .unwrap();
+    assert_eq!(sent.ack["seq"], 3);
+    let sends = pancake.requests();
+    assert_eq!(sends.len(), sends_before + 1);
+    assert_eq!(sends.last().unwrap().body["message"], "Còn ạ, bạn lấy size nào?");
+    let echo_id = format!("pancake_msg_{sends_before}");
+    let (_, echo) =
+        common::webhook_to(&env.app, "hook", &pancake_event("pc-1", &echo_id, PAGE, "Còn ạ, bạn lấy size nào?")).await;
+    assert_eq!(echo["status"], "ignored_echo", "{echo}");
+    // Resent, the agent's message is neither logged nor sent again.
+    let again =
+        switchboard::chat::send(&env.app, &agent, &conversation, "Còn ạ, bạn lấy size nào?", "a1", async |_| {})
+            .await
+            .unwrap();
+    assert_eq!((again.ack["seq"].clone(), again.ack["duplicate"].clone()), (json!(3), json!(true)));
+    assert_eq!(pancake.requests().len(), sends_before + 1);
+    common::drain(&env.consumer().await).await;
+    assert_eq!(env.count("SELECT count(*) FROM chat_messages WHERE conversation_id = 'pc-1'").await, 3);
+}
