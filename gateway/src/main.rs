@@ -13,6 +13,8 @@
 //! the default here), as `handle-message` hands them to the
 //! `process-conversation` Lambda in the cloud.
 
+mod static_files;
+
 use std::net::SocketAddr;
 
 use axum::{
@@ -72,6 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = Router::new().fallback(serve).with_state(app);
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
     tracing::info!(address = %listener.local_addr()?, "local gateway listening");
+    let router = static_files::mount(router);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown())
         .await?;

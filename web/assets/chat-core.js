@@ -1,0 +1,507 @@
+// Live chat's client core, shared by the customer widget and the agent
+// console: the HTTP calls, one WebSocket that reconnects by itself, a
+// conversation's log ordered by sequence number, and the outbox of messages
+// not yet acknowledged.
+//
+// The server's rule is that pushes are hints and the history is the truth
+// (README, "Live chat"). So a log never trusts a push to be complete: a
+// push past a gap, every (re)connection and every failed read make it read
+// the history after the last number it is sure of, and every message is kept
+// once, by its number. An unacknowledged message is sent again with the
+// same `client_message_id` after a reconnect, which the server answers as a
+// duplicate (same number) rather than storing a second message.
+
+/** An HTTP error with the server's status and body. */
+export class ApiError extends Error {
+  constructor(status, body, retryAfter) {
+    super(body?.error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/**
+ * One JSON call: `token` as a bearer token, `widgetKey` as `X-Widget-Key`.
+ * No cookies are sent or needed; a call that takes longer than `timeoutMs`
+ * is abandoned (a status 0 ApiError, like a network failure).
+ */
+export async function api(base, path, { method = 'GET', token, widgetKey, body, timeoutMs = 10000 } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (widgetKey) headers['X-Widget-Key'] = widgetKey;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  let response;
+  try {
+    response = await fetch(new URL(path, base), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: controller.signal,
+      credentials: 'omit',
+      cache: 'no-store',
+    });
+  } catch (error) {
+    throw new ApiError(0, { error: { message: `network: ${error.message}` } }, null);
+  } finally {
+    clearTimeout(timer);
+  }
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, data, response.headers.get('Retry-After'));
+  return data;
+}
+
+/** A fresh id for a message (works outside secure contexts too). */
+export function newId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The WebSocket URL beside an HTTP API base (`/ws` on the same host). */
+export function defaultSocketUrl(apiBase) {
+  const url = new URL('/ws', apiBase);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
+}
+
+/** `url` with `?token=` set (browsers cannot set headers on a WebSocket). */
+export function withToken(url, token) {
+  const u = new URL(url);
+  u.searchParams.set('token', token);
+  return u.href;
+}
+
+/**
+ * One WebSocket that stays connected: reconnects after a drop with a
+ * jittered exponential backoff (0.25 s, then 0.5 s doubling to 15 s), at
+ * once when the browser comes back online, and treats a connection that
+ * does not open in time or stops answering pings as dropped.
+ *
+ * - `connectUrl(failures)`: the URL for the next attempt (async, so a
+ *   caller can refresh its token first; `failures` counts the attempts that
+ *   failed in a row). A throw counts as a failed attempt.
+ * - `onFrame(frame)`, `onOpen()`, `onState(state)`: state is `connecting`,
+ *   `open`, `reconnecting`, `offline` or `stopped`.
+ */
+export class ChatSocket {
+  constructor({ connectUrl, onFrame, onOpen, onState, pingEveryMs = 25000, pongWithinMs = 10000, openWithinMs = 10000 }) {
+    Object.assign(this, { connectUrl, onFrame, onOpen, onState, pingEveryMs, pongWithinMs, openWithinMs });
+    this.ws = null;
+    this.failures = 0;
+    this.stopped = true;
+    this.state = 'stopped';
+    this.retryTimer = null;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.online = () => {
+      if (!this.stopped && !this.ws) {
+        clearTimeout(this.retryTimer);
+        this.connect();
+      }
+    };
+    // A network change may leave a socket that looks open but is dead: probe it.
+    this.offline = () => this.ping();
+  }
+
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    addEventListener('online', this.online);
+    addEventListener('offline', this.offline);
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    removeEventListener('online', this.online);
+    removeEventListener('offline', this.offline);
+    clearTimeout(this.retryTimer);
+    this.stopPing();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000, 'bye');
+    this.setState('stopped');
+  }
+
+  /** Sends a frame now; false when not connected (the caller keeps it). */
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  /** Closes the connection as a network cut would; it reconnects by itself. */
+  drop() {
+    if (this.ws) this.ws.close(4000, 'dropped');
+  }
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.onState?.(state);
+  }
+
+  async connect() {
+    if (this.stopped) return;
+    this.setState(this.failures === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
+    let url;
+    try {
+      url = await this.connectUrl(this.failures);
+    } catch {
+      this.failures += 1;
+      this.retry();
+      return;
+    }
+    if (this.stopped || this.ws) return;
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      this.failures += 1;
+      this.retry();
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    const openTimer = setTimeout(() => {
+      if (!opened) ws.close();
+    }, this.openWithinMs);
+    ws.onopen = () => {
+      opened = true;
+      clearTimeout(openTimer);
+      this.failures = 0;
+      this.setState('open');
+      this.startPing();
+      this.onOpen?.();
+    };
+    ws.onmessage = (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.type === 'pong') clearTimeout(this.pongTimer);
+      this.onFrame?.(frame);
+    };
+    ws.onerror = () => {};
+    ws.onclose = () => {
+      clearTimeout(openTimer);
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.stopPing();
+      if (this.stopped) return;
+      if (!opened) this.failures += 1;
+      this.retry();
+    };
+  }
+
+  retry() {
+    if (this.stopped) return;
+    const n = this.failures;
+    const delay = n === 0 ? 250 : Math.min(15000, 500 * 2 ** (n - 1)) * (0.5 + Math.random() / 2);
+    this.setState(navigator.onLine === false ? 'offline' : 'reconnecting');
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  ping() {
+    if (!this.send({ action: 'ping' })) return;
+    clearTimeout(this.pongTimer);
+    const ws = this.ws;
+    this.pongTimer = setTimeout(() => {
+      if (this.ws === ws && ws) ws.close(4001, 'no pong');
+    }, this.pongWithinMs);
+  }
+
+  startPing() {
+    this.stopPing();
+    this.pingTimer = setInterval(() => this.ping(), this.pingEveryMs);
+  }
+
+  stopPing() {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+  }
+}
+
+/**
+ * One conversation's messages, each once, by sequence number.
+ *
+ * `confirmedSeq` is the number up to which the log is complete: every
+ * message at or below it is in `messages`, or was never written (a number
+ * can be skipped). A message above `confirmedSeq + 1` means a gap, and the
+ * log reads the history after `confirmedSeq` (`readAfter(n)` →
+ * `{messages, has_more}`) until it has caught up. Reads never overlap; a
+ * failed read is retried with a backoff while a gap remains.
+ */
+export class ConversationLog {
+  constructor({ conversationId, readAfter, onChange, onError }) {
+    Object.assign(this, { conversationId, readAfter, onChange, onError });
+    this.messages = new Map();
+    this.confirmedSeq = 0;
+    this.reading = null;
+    this.again = false;
+    this.retries = 0;
+    this.retryTimer = null;
+    this.closed = false;
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+  }
+
+  /** The messages in order. */
+  list() {
+    return [...this.messages.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  get lastSeq() {
+    let top = this.confirmedSeq;
+    for (const seq of this.messages.keys()) top = Math.max(top, seq);
+    return top;
+  }
+
+  /** A pushed (or acknowledged) message; catches up if it leaves a gap. */
+  accept(frame) {
+    if (this.closed || frame.conversation_id !== this.conversationId || !Number.isInteger(frame.seq)) return false;
+    if (this.messages.has(frame.seq)) return false;
+    this.messages.set(frame.seq, frame);
+    this.advance();
+    if (frame.seq > this.confirmedSeq) this.catchUp();
+    this.onChange?.(this);
+    return true;
+  }
+
+  advance() {
+    while (this.messages.has(this.confirmedSeq + 1)) this.confirmedSeq += 1;
+  }
+
+  /** Reads what the log lacks; resolves when it is complete (or failed). */
+  catchUp() {
+    if (this.reading) {
+      this.again = true;
+      return this.reading;
+    }
+    this.reading = this.read().finally(() => {
+      this.reading = null;
+    });
+    return this.reading;
+  }
+
+  async read() {
+    let rounds = 0;
+    do {
+      this.again = false;
+      let page;
+      let pages = 0;
+      do {
+        try {
+          page = await this.readAfter(this.confirmedSeq);
+        } catch (error) {
+          this.onError?.(error);
+          this.retryLater();
+          return;
+        }
+        if (this.closed) return;
+        let top = this.confirmedSeq;
+        for (const message of page.messages || []) {
+          if (!this.messages.has(message.seq)) this.messages.set(message.seq, message);
+          top = Math.max(top, message.seq);
+        }
+        // The history is the truth: a number it skipped below what it
+        // returned was never written.
+        this.confirmedSeq = top;
+        this.advance();
+        this.onChange?.(this);
+        pages += 1;
+      } while (page.has_more && pages < 100);
+      // Pushed while the read ran, above what it returned: read once more.
+      if (this.lastSeq > this.confirmedSeq) this.again = true;
+      rounds += 1;
+    } while (this.again && rounds < 5);
+    this.retries = 0;
+    if (this.lastSeq > this.confirmedSeq) this.retryLater();
+  }
+
+  retryLater() {
+    if (this.closed) return;
+    clearTimeout(this.retryTimer);
+    const delay = Math.min(15000, 1000 * 2 ** this.retries);
+    this.retries += 1;
+    this.retryTimer = setTimeout(() => this.catchUp(), delay);
+  }
+}
+
+/**
+ * Messages typed and not yet acknowledged, in order. Each keeps its
+ * `client_message_id`, so sending it again (after a reconnect, or when no
+ * acknowledgement came) is a duplicate on the server, never a second message.
+ * `save(items)` persists them (the widget keeps them across a reload).
+ */
+export class Outbox {
+  constructor({ items = [], save, resendAfterMs = 8000 } = {}) {
+    this.items = items.map((i) => ({ ...i, sentAt: 0 }));
+    this.save = save;
+    this.resendAfterMs = resendAfterMs;
+  }
+
+  add(conversationId, message) {
+    const item = { conversation_id: conversationId, client_message_id: newId(), message, sentAt: 0, error: null };
+    this.items.push(item);
+    this.persist();
+    return item;
+  }
+
+  /** The item an acknowledgement (or an error frame) names, removed. */
+  take(clientMessageId) {
+    const index = this.items.findIndex((i) => i.client_message_id === clientMessageId);
+    if (index < 0) return null;
+    const [item] = this.items.splice(index, 1);
+    this.persist();
+    return item;
+  }
+
+  /** Sends what is due: never sent, or sent without an ack for a while. */
+  flush(socket, { force = false } = {}) {
+    const now = Date.now();
+    for (const item of this.items) {
+      if (!force && item.sentAt && now - item.sentAt < this.resendAfterMs) continue;
+      const sent = socket.send({
+        action: 'sendMessage',
+        conversation_id: item.conversation_id,
+        message: item.message,
+        client_message_id: item.client_message_id,
+      });
+      if (!sent) return;
+      item.sentAt = now;
+    }
+  }
+
+  persist() {
+    this.save?.(this.items.map(({ conversation_id, client_message_id, message }) => ({ conversation_id, client_message_id, message })));
+  }
+}
+
+/** Who a sender type is, for people. */
+export function senderLabel(message, { agentView = false } = {}) {
+  switch (message.sender_type) {
+    case 'customer':
+      return agentView ? 'Customer' : 'You';
+    case 'agent':
+      return agentView ? `Agent ${message.sender_id || ''}`.trim() : 'Support team';
+    case 'bot':
+      return 'Assistant';
+    case 'page':
+      return 'Page (Pancake)';
+    default:
+      return message.sender_type || 'System';
+  }
+}
+
+/** A time of day from epoch seconds. */
+export function timeOf(epochSeconds) {
+  if (!epochSeconds) return '';
+  return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** Creates an element: el('li', {class: 'x', dataset: {seq: 1}}, child, 'text'). */
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'dataset') Object.assign(node.dataset, value);
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else if (name === 'text') node.textContent = value;
+    else node.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** Only http(s) URLs become links or images (never `javascript:`). */
+export function safeUrl(value) {
+  try {
+    const url = new URL(value, location.href);
+    return url.protocol === 'https:' || url.protocol === 'http:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A bot answer's extras as elements: extra `send_message` texts, quick
+ * replies (buttons; `choose(title)` is called with the chosen one's title)
+ * and carousels (cards with an image, a title, a subtitle and buttons: a
+ * button with a URL is a link, one with a payload chooses its title).
+ * `actions` is the message's `[{type, data}]` (seed 001's shape).
+ */
+export function renderActions(message, choose, { interactive = true } = {}) {
+  const nodes = [];
+  for (const action of Array.isArray(message.actions) ? message.actions : []) {
+    const data = action?.data || {};
+    if (action.type === 'send_message' && data.message && data.message !== message.message) {
+      nodes.push(el('div', { class: 'bubble extra' }, data.message));
+    } else if (action.type === 'send_quick_replies') {
+      const options = (Array.isArray(data.quick_replies) ? data.quick_replies : [])
+        .map((o) => (typeof o === 'string' ? o : o?.title))
+        .filter((t) => typeof t === 'string' && t.trim());
+      if (options.length) {
+        nodes.push(
+          el(
+            'div',
+            { class: 'quick-replies', role: 'group', 'aria-label': 'Suggested replies' },
+            options.map((title) =>
+              el('button', { type: 'button', class: 'quick-reply', disabled: !interactive, onclick: () => choose(title) }, title),
+            ),
+          ),
+        );
+      }
+    } else if (action.type === 'send_carousel') {
+      const elements = Array.isArray(data.elements) ? data.elements : [];
+      if (!elements.length) continue;
+      nodes.push(
+        el(
+          'div',
+          { class: 'carousel', role: 'list', 'aria-label': data.message || 'Options' },
+          elements.map((item) => {
+            const image = safeUrl(item.image_url || item.image || '');
+            const buttons = (Array.isArray(item.buttons) ? item.buttons : []).map((button) => {
+              const title = button?.title || button?.payload || 'Open';
+              const href = button?.url ? safeUrl(button.url) : null;
+              return href
+                ? el('a', { class: 'card-button', href, target: '_blank', rel: 'noopener noreferrer' }, title)
+                : el('button', { type: 'button', class: 'card-button', disabled: !interactive, onclick: () => choose(title) }, title);
+            });
+            if (!buttons.length && interactive) {
+              buttons.push(el('button', { type: 'button', class: 'card-button', onclick: () => choose(item.title) }, 'Choose'));
+            }
+            return el(
+              'article',
+              { class: 'card', role: 'listitem' },
+              image ? el('img', { src: image, alt: '', loading: 'lazy' }) : null,
+              el('h3', {}, item.title || ''),
+              item.subtitle ? el('p', {}, item.subtitle) : null,
+              buttons.length ? el('div', { class: 'card-buttons' }, buttons) : null,
+            );
+          }),
+        ),
+      );
+    }
+  }
+  return nodes;
+}
