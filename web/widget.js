@@ -245,11 +245,17 @@
     function onFrame(frame) {
       if (!session || (frame.conversation_id && frame.conversation_id !== session.conversation_id)) return;
       switch (frame.type) {
-        case 'message':
-          ensureLog().accept(frame);
+        case 'message': {
+          const fresh = ensureLog().accept(frame);
           if (frame.sender_type !== 'customer') stopBotTyping();
-          if (frame.sender_type === 'agent') hideAgentTyping();
+          if (frame.sender_type === 'agent') {
+            hideAgentTyping();
+            // An agent's message pauses the bot (the server pushes no status
+            // to the customer then): the newest one says a person is here.
+            if (fresh && frame.seq === log.lastSeq) setBotPaused(true);
+          }
           break;
+        }
         case 'ack': {
           const item = outbox.take(frame.client_message_id);
           if (item && Number.isInteger(frame.seq) && frame.seq > 0) {
@@ -277,11 +283,7 @@
           }
           break;
         case 'status':
-          if (typeof frame.bot_paused === 'boolean' && frame.bot_paused !== botPaused) {
-            botPaused = frame.bot_paused;
-            if (botPaused) stopBotTyping();
-            showNotice(botPaused ? 'You are now chatting with our team.' : 'Our assistant is back to help.');
-          }
+          if (typeof frame.bot_paused === 'boolean') setBotPaused(frame.bot_paused);
           break;
         case 'rate_limited':
           showNotice('You are sending messages quickly — we have them all and will answer shortly.');
@@ -297,6 +299,13 @@
         default:
           break;
       }
+    }
+
+    function setBotPaused(paused) {
+      if (paused === botPaused) return;
+      botPaused = paused;
+      if (botPaused) stopBotTyping();
+      showNotice(botPaused ? 'You are now chatting with our team.' : 'Our assistant is back to help.');
     }
 
     function startBotTyping() {
