@@ -173,13 +173,20 @@ export class ChatSocket {
     }
     this.ws = ws;
     let opened = false;
+    // Only a connection that stays up a while resets the backoff: one that
+    // a server accepts and closes at once must not be retried 4 times a second.
+    let stable = false;
+    let stableTimer = null;
     const openTimer = setTimeout(() => {
       if (!opened) ws.close();
     }, this.openWithinMs);
     ws.onopen = () => {
       opened = true;
       clearTimeout(openTimer);
-      this.failures = 0;
+      stableTimer = setTimeout(() => {
+        stable = true;
+        this.failures = 0;
+      }, 3000);
       this.setState('open');
       this.startPing();
       this.onOpen?.();
@@ -197,11 +204,12 @@ export class ChatSocket {
     ws.onerror = () => {};
     ws.onclose = () => {
       clearTimeout(openTimer);
+      clearTimeout(stableTimer);
       if (this.ws !== ws) return;
       this.ws = null;
       this.stopPing();
       if (this.stopped) return;
-      if (!opened) this.failures += 1;
+      if (!opened || !stable) this.failures += 1;
       this.retry();
     };
   }
