@@ -232,7 +232,7 @@
         },
         onState: setStatus,
         onOpen: () => {
-          log?.catchUp();
+          log?.catchUp().then(inferPause);
           outbox.flush(socket, { force: true });
         },
         onFrame,
@@ -301,11 +301,18 @@
       }
     }
 
-    function setBotPaused(paused) {
+    function setBotPaused(paused, { quiet = false } = {}) {
       if (paused === botPaused) return;
       botPaused = paused;
       if (botPaused) stopBotTyping();
-      showNotice(botPaused ? 'You are now chatting with our team.' : 'Our assistant is back to help.');
+      if (!quiet) showNotice(botPaused ? 'You are now chatting with our team.' : 'Our assistant is back to help.');
+    }
+
+    // After a reload the history tells who answered last: an agent (the bot
+    // is paused) or the bot. Status changes themselves are not in it.
+    function inferPause() {
+      const last = log?.list().reverse().find((m) => m.sender_type === 'agent' || m.sender_type === 'bot');
+      if (last) setBotPaused(last.sender_type === 'agent', { quiet: true });
     }
 
     function startBotTyping() {

@@ -27,8 +27,8 @@ export function niceMax(value) {
  * gap. `format(v)` labels the y ticks and the legend's latest values;
  * `yMax` fixes the top (hit rates use 1), else it fits the data.
  */
-export function lineChart(container, { title, series, format = (v) => String(Math.round(v)), yMax, width = 560, height = 200 }) {
-  const pad = { left: 48, right: 12, top: 10, bottom: 24 };
+export function lineChart(container, { title, series, format = (v) => String(Math.round(v)), yMax, width = 400, height = 200 }) {
+  const pad = { left: 52, right: 10, top: 10, bottom: 24 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const points = series.flatMap((s) => s.points.filter(([, v]) => v !== null && Number.isFinite(v)));

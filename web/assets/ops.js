@@ -18,6 +18,7 @@ const REFRESH_MS = 5000;
 const KEEP_SAMPLES = 180;
 const SAMPLES_KEY = 'switchboard.ops.samples';
 const $ = (id) => document.getElementById(id);
+const ms = (v) => `${v < 10 ? Number(v.toFixed(1)) : Math.round(v)} ms`;
 
 const state = { apiBase: '', token: '', timer: null, paused: false, samples: loadSamples(), previous: null };
 
@@ -169,12 +170,12 @@ function draw() {
   });
   lineChart($('chart-ai'), {
     title: 'AI latency',
-    format: (v) => `${Math.round(v)} ms`,
+    format: ms,
     series: [series('average, 24 h', (x) => x.ai?.[0] ?? null), series('health check', (x) => x.deps?.ai ?? null)],
   });
   lineChart($('chart-deps'), {
     title: 'Dependency latency',
-    format: (v) => `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`,
+    format: ms,
     series: ['redis', 'postgres', 'dynamodb'].map((d) => series(d, (x) => x.deps?.[d] ?? null)),
   });
 }

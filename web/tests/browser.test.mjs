@@ -101,7 +101,7 @@ async function eventually(what, check, timeout = WAIT) {
   throw new Error(`timed out after ${timeout} ms waiting for: ${what}`);
 }
 
-const shot = (page, name) => page.screenshot({ path: join(ARTEFACTS, name), fullPage: true, timeout: WAIT });
+const shot = (page, name, fullPage = true) => page.screenshot({ path: join(ARTEFACTS, name), fullPage, timeout: WAIT });
 const widget = (page, fn, arg) => page.evaluate(fn, arg);
 const renderedSeqs = (page) => widget(page, () => window.SwitchboardWidget.debug.renderedSeqs());
 const connection = (page) => widget(page, () => window.SwitchboardWidget.debug.connection());
@@ -164,6 +164,12 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     assert.ok(box.width <= 375 && box.width >= 360, `the panel fills the phone's width (${box.width} px)`);
     const overflow = await customer.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(overflow <= 375, `no horizontal scrolling (${overflow} px)`);
+    // Escape closes it and gives the focus back to the launcher; Enter reopens it.
+    await customer.keyboard.press('Escape');
+    await customer.locator('#sbw-panel').waitFor({ state: 'hidden' });
+    assert.equal(await customer.evaluate(() => document.querySelector('#switchboard-widget').shadowRoot.activeElement?.className), 'launcher');
+    await customer.keyboard.press('Enter');
+    await customer.locator('#sbw-panel').waitFor({ state: 'visible' });
   });
 
   await t.test('the customer sends a message and sees the bot answer, quick replies as buttons', async () => {
@@ -173,13 +179,13 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     await customer.locator('.msg.from-bot[data-seq]').first().waitFor();
     const reply = customer.getByRole('button', { name: 'Promotions' });
     await reply.waitFor({ state: 'visible' });
+    await shot(customer, '2-customer-chat-375.png', false);
     conversationId = await widget(customer, () => window.SwitchboardWidget.conversationId);
     assert.match(conversationId, /^web-/);
     // A quick reply is a message too, answered in turn.
     await reply.click();
     await customer.locator('.msg.from-customer[data-seq]', { hasText: 'Promotions' }).waitFor();
     await eventually('a second bot answer', async () => (await customer.locator('.msg.from-bot[data-seq]').count()) >= 2);
-    await shot(customer, '2-customer-chat-375.png');
   });
 
   await t.test('carousels render as cards, and only http(s) links are links', async () => {
@@ -273,7 +279,7 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     }
     assert.equal(await customer.locator('.msg.pending').count(), 0, 'nothing left unsent');
     await eventually('the agent shows the same', async () => JSON.stringify(await agentSeqs(agent)) === JSON.stringify(seqs));
-    await shot(customer, '4-customer-after-reconnect-375.png');
+    await shot(customer, '4-customer-after-reconnect-375.png', false);
   });
 
   await t.test('a reload keeps the conversation', async () => {
