@@ -319,7 +319,8 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     // The customer's and the agent's messages are stored as messages (bot answers as answers).
     const stored = (await history(conversationId)).messages.filter((m) => m.sender_type !== 'bot').length;
     assert.ok(shown >= stored, `${shown} messages shown, at least the conversation's ${stored}`);
-    await ops.locator('#chart-queue polyline').first().waitFor({ timeout: 15_000 });
+    // Two samples make a line (a flat one has no height: attached, not "visible").
+    await ops.locator('#chart-queue polyline').first().waitFor({ state: 'attached', timeout: 15_000 });
     await shot(ops, '5-ops-dashboard.png');
     await ops.close();
   });
