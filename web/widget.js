@@ -91,7 +91,7 @@
     );
     const status = el('span', { class: 'status', role: 'status', 'aria-live': 'polite' }, '');
     const closeButton = el('button', { type: 'button', class: 'close', 'aria-label': 'Close chat' }, '×');
-    const list = el('ol', { class: 'messages', 'aria-label': 'Messages', tabindex: '0' });
+    const list = el('ol', { class: 'messages', 'aria-label': 'Messages', 'aria-live': 'polite', 'aria-relevant': 'additions', tabindex: '0' });
     const notice = el('p', { class: 'notice', hidden: true, role: 'status' });
     const typing = el('p', { class: 'typing', hidden: true, 'aria-live': 'polite' });
     const input = el('textarea', { id: 'sbw-input', rows: '1', placeholder: 'Type a message…', 'aria-label': 'Message', maxlength: '4000' });
