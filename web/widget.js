@@ -7,7 +7,8 @@
 //
 // A classic script (it works in any page), isolated in a shadow root so the
 // host page's styles neither leak in nor out; its logic lives in the module
-// assets/chat-core.js beside it, shared with the agent console. The
+// assets/chat-core.js and assets/chat-render.js beside it, shared with the
+// agent console. The
 // conversation (its id, token and the messages not yet acknowledged) is kept
 // in localStorage per site and key, so it survives a reload and continues in
 // another tab; a token close to expiry is renewed through the same public
@@ -32,8 +33,8 @@
     close: () => pending.push('close'),
   };
   const start = () =>
-    import(new URL('chat-core.js', assets).href).then((core) => {
-      const widget = createWidget(core, options, assets);
+    Promise.all([import(new URL('chat-core.js', assets).href), import(new URL('chat-render.js', assets).href)]).then(([core, render]) => {
+      const widget = createWidget({ ...core, ...render }, options, assets);
       window.SwitchboardWidget = widget.api;
       for (const call of pending) widget.api[call]();
     });
@@ -45,7 +46,7 @@
   else addEventListener('DOMContentLoaded', boot, { once: true });
 
   function createWidget(core, options, assets) {
-    const { api, ApiError, ChatSocket, ConversationLog, Outbox, el, renderActions, senderLabel, timeOf, withToken, defaultSocketUrl } = core;
+    const { api, ApiError, ChatSocket, ConversationLog, Outbox, el, renderActions, senderLabel, timeOf, withToken, defaultSocketUrl, chatIcon } = core;
     const storeKey = `switchboard-chat:${new URL(options.apiBase).origin}:${options.key}`;
     const openKey = `${storeKey}:open`;
     const load = () => {
@@ -64,19 +65,6 @@
         // Storage full or refused: the conversation lasts as long as the page.
       }
     };
-
-    // A speech bubble drawn in SVG (an emoji depends on the visitor's fonts).
-    function chatIcon() {
-      const ns = 'http://www.w3.org/2000/svg';
-      const icon = document.createElementNS(ns, 'svg');
-      icon.setAttribute('viewBox', '0 0 24 24');
-      icon.setAttribute('aria-hidden', 'true');
-      icon.setAttribute('class', 'launcher-icon');
-      const path = document.createElementNS(ns, 'path');
-      path.setAttribute('d', 'M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z');
-      icon.append(path);
-      return icon;
-    }
 
     // The shadow root and its elements.
     const host = el('div', { id: 'switchboard-widget' });

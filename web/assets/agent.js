@@ -18,7 +18,8 @@
 //   message) and tells the customer a person is there. Resume bot sends
 //   `resumeBot`.
 
-import { api, ApiError, ChatSocket, ConversationLog, Outbox, el, renderActions, senderLabel, timeOf, withToken } from './chat-core.js';
+import { api, ApiError, ChatSocket, ConversationLog, Outbox, withToken } from './chat-core.js';
+import { el, renderActions, senderLabel, timeOf } from './chat-render.js';
 import { tokens, endpoints, saveEndpoints, ago, toast } from './settings.js';
 
 const TAKE_OVER_GREETING = 'Hi! A member of our team has joined the conversation and will take it from here.';
@@ -305,6 +306,11 @@ function onFrame(frame) {
         c.lastTs = Math.max(c.lastTs, frame.created_at || 0);
       }
       if (frame.sender_type === 'customer') c.unanswered = false;
+      // An agent's message pauses the bot; the server tells only its sender.
+      if (frame.sender_type === 'agent' && frame.seq >= c.lastSeq && !c.botPaused) {
+        c.botPaused = true;
+        if (frame.conversation_id === state.current) renderHead();
+      }
       if (frame.conversation_id === state.current) {
         state.log?.accept(frame);
         if (frame.sender_type === 'customer') hideTyping();

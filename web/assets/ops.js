@@ -10,7 +10,8 @@
 // before), not the since-start rate the API reports, which moves too slowly
 // to show a change; an interval without reads is a gap.
 
-import { api, el } from './chat-core.js';
+import { api } from './chat-core.js';
+import { el } from './chat-render.js';
 import { tokens, endpoints, saveEndpoints, ago, toast } from './settings.js';
 import { lineChart } from './chart.js';
 

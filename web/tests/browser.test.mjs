@@ -190,7 +190,7 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
 
   await t.test('carousels render as cards, and only http(s) links are links', async () => {
     const cards = await customer.evaluate(async () => {
-      const core = await import('/assets/chat-core.js');
+      const core = await import('/assets/chat-render.js');
       const message = {
         message: 'Our services',
         actions: [{ type: 'send_carousel', data: { elements: [
