@@ -37,7 +37,9 @@ const pageErrors = [];
 // network would: while `cut`, every connection attempt is closed at once
 // and no connection reaches the gateway. (Playwright's offline mode blocks
 // HTTP but not WebSockets.)
-const network = { cut: false, live: new Set() };
+// While `swallow`, the server's frames to the page are lost on the way (an
+// acknowledgement that never arrives).
+const network = { cut: false, swallow: false, live: new Set() };
 
 async function routeCustomerSockets(context) {
   await context.routeWebSocket(/\/ws\?/, (page) => {
@@ -46,6 +48,7 @@ async function routeCustomerSockets(context) {
       return;
     }
     const server = page.connectToServer();
+    server.onMessage((frame) => network.swallow || page.send(frame));
     const pair = { page, server };
     network.live.add(pair);
     page.onClose((code, reason) => {
@@ -247,7 +250,15 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
 
   await t.test('a cut connection loses and doubles nothing', async () => {
     assert.equal(network.live.size, 1, 'the customer has one connection');
+    // A message the gateway logs but whose acknowledgement is lost: the
+    // widget must send it again after the cut, and it must show once.
+    network.swallow = true;
+    await customer.locator('#sbw-input').fill('Sent as the line went down');
+    await customer.locator('#sbw-input').press('Enter');
+    await eventually('the gateway logged it', async () => (await history(conversationId)).messages.some((m) => m.message === 'Sent as the line went down'));
+    assert.equal(await customer.locator('.msg.pending', { hasText: 'Sent as the line went down' }).count(), 1, 'not acknowledged yet');
     await cutNetwork(customerContext);
+    network.swallow = false;
     await eventually('the widget notices the cut', async () => (await connection(customer)) !== 'open', 5_000);
     // Both sides write while the customer is away.
     for (const text of ['While you were away (1)', 'While you were away (2)']) {
@@ -274,7 +285,7 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     assert.equal(new Set(seqs).size, seqs.length, 'no number twice in the history');
     const shown = await customer.$$eval('.msg[data-seq]', (nodes) => nodes.map((n) => [Number(n.dataset.seq), n.querySelector('.bubble').textContent]));
     assert.deepEqual(shown, truth.messages.map((m) => [m.seq, m.message]), 'every message once, in order, with its text');
-    for (const text of ['While you were away (1)', 'While you were away (2)', 'Sent while offline']) {
+    for (const text of ['Sent as the line went down', 'While you were away (1)', 'While you were away (2)', 'Sent while offline']) {
       assert.equal(truth.messages.filter((m) => m.message === text).length, 1, `"${text}" stored once`);
     }
     assert.equal(await customer.locator('.msg.pending').count(), 0, 'nothing left unsent');
