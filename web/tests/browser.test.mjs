@@ -39,7 +39,8 @@ const pageErrors = [];
 // HTTP but not WebSockets.)
 // While `swallow`, the server's frames to the page are lost on the way (an
 // acknowledgement that never arrives).
-const network = { cut: false, swallow: false, live: new Set() };
+// `sent` keeps every frame the customer's page sent.
+const network = { cut: false, swallow: false, live: new Set(), sent: [] };
 
 async function routeCustomerSockets(context) {
   await context.routeWebSocket(/\/ws\?/, (page) => {
@@ -49,6 +50,10 @@ async function routeCustomerSockets(context) {
     }
     const server = page.connectToServer();
     server.onMessage((frame) => network.swallow || page.send(frame));
+    page.onMessage((frame) => {
+      network.sent.push(String(frame));
+      server.send(frame);
+    });
     const pair = { page, server };
     network.live.add(pair);
     page.onClose((code, reason) => {
@@ -285,6 +290,9 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     assert.equal(new Set(seqs).size, seqs.length, 'no number twice in the history');
     const shown = await customer.$$eval('.msg[data-seq]', (nodes) => nodes.map((n) => [Number(n.dataset.seq), n.querySelector('.bubble').textContent]));
     assert.deepEqual(shown, truth.messages.map((m) => [m.seq, m.message]), 'every message once, in order, with its text');
+    const sends = network.sent.map((f) => JSON.parse(f)).filter((f) => f.action === 'sendMessage' && f.message === 'Sent as the line went down');
+    assert.ok(sends.length >= 2, `sent again after the cut (${sends.length} sends)`);
+    assert.equal(new Set(sends.map((f) => f.client_message_id)).size, 1, 'every send with the same client_message_id');
     for (const text of ['Sent as the line went down', 'While you were away (1)', 'While you were away (2)', 'Sent while offline']) {
       assert.equal(truth.messages.filter((m) => m.message === text).length, 1, `"${text}" stored once`);
     }
