@@ -23,6 +23,7 @@ import { chromium } from 'playwright-core';
 const BASE = process.env.SWITCHBOARD_URL || 'http://127.0.0.1:8000';
 const ADMIN_TOKEN = process.env.ADMIN_ACCESS_TOKEN;
 const AGENT_TOKEN = process.env.AGENT_TOKEN;
+const PANCAKE_TOKEN = process.env.PANCAKE_ACCESS_TOKEN;
 const ARTEFACTS = process.env.BROWSER_ARTEFACTS || 'browser-artefacts';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 20_000;
@@ -143,6 +144,7 @@ after(async () => {
 
 test('live chat, agent hand-over and operations in a real browser', { timeout: 150_000 }, async (root) => {
   let conversationId;
+  const pancakeId = `pancake-${Date.now()}`;
   // Each step builds on the one before: after a failure the rest are skipped.
   let failed = false;
   const t = {
@@ -222,12 +224,29 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     assert.deepEqual(cards.chosen, ['Book']);
   });
 
-  await t.test('an agent in another browser sees the conversation, takes over and replies', async () => {
+  await t.test('the console lists a Pancake conversation beside the web one', async () => {
+    // A message from a Pancake page, through seed 001's route.
+    const response = await fetch(`${BASE}/api/v1/enhanced-handle-message`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${PANCAKE_TOKEN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        conversation_id: pancakeId, message_id: `${pancakeId}-m1`, message_content: 'Xin chào shop', sender_id: 'fb-user-1',
+        sender_type: 'user', timestamp: Date.now() / 1000, metadata: { platform: 'facebook', page_id: 'page-1' },
+      }),
+      signal: AbortSignal.timeout(WAIT),
+    });
+    assert.equal(response.status, 200);
     await agent.goto(`${BASE}/agent`, { waitUntil: 'load', timeout: WAIT });
     await agent.fill('#agent-token', AGENT_TOKEN);
     await agent.fill('#admin-token', ADMIN_TOKEN);
     await agent.click('#sign-in button[type=submit]');
     await agent.locator('#connection[data-state=open]').waitFor();
+    const item = agent.locator(`.conversation-item[data-conversation-id="${pancakeId}"]`);
+    await item.locator('.badge.channel', { hasText: 'Pancake · page page-1' }).waitFor({ timeout: 30_000 });
+    await item.locator('.item-last', { hasText: 'Assistant:' }).waitFor();
+  });
+
+  await t.test('an agent in another browser sees the conversation, takes over and replies', async () => {
     const item = agent.locator(`.conversation-item[data-conversation-id="${conversationId}"]`);
     await item.waitFor({ timeout: 30_000 });
     await item.click();
