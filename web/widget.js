@@ -477,6 +477,8 @@
     });
     input.addEventListener('input', () => {
       if (!session) return;
+      // An emptied box is no longer typing.
+      if (!input.value.trim()) return stopTyping();
       if (Date.now() - typingSentAt > 3000) {
         sendTyping(true);
         typingSentAt = Date.now();

@@ -453,6 +453,7 @@ let typingSince = 0;
 let typingTimer = null;
 function typingChanged() {
   if (!state.current) return;
+  if (!$('reply-text').value.trim()) return stopTyping();
   if (Date.now() - typingSince > 3000) {
     state.socket?.send({ action: 'typing', conversation_id: state.current, typing: true });
     typingSince = Date.now();

@@ -256,7 +256,9 @@ test('live chat, agent hand-over and operations in a real browser', { timeout: 1
     // The customer's typing shows in the console; nothing is sent.
     await customer.locator('#sbw-input').pressSequentially('typing…', { delay: 20 });
     await agent.locator('#typing', { hasText: 'Customer is typing' }).waitFor();
-    await customer.locator('#sbw-input').fill('');
+    await customer.locator('#sbw-input').press('Control+A');
+    await customer.locator('#sbw-input').press('Backspace');
+    await agent.locator('#typing').waitFor({ state: 'hidden' });
 
     await agent.click('#take-over');
     await agent.locator('#bot-state[data-state=paused]').waitFor();
