@@ -39,7 +39,7 @@ pub struct Connection {
     /// Epoch milliseconds, as `requestContext.connectedAt`.
     pub connected_at: i64,
     pub identity: Identity,
-    /// The upgrade request's headers, as `$connect` and `$disconnect` carry them.
+    /// The upgrade request's headers, as `$connect` carries them.
     pub headers: Map<String, Value>,
 }
 
@@ -185,14 +185,21 @@ pub fn message(connection: &Connection, body: &str) -> ApiGatewayWebsocketProxyR
 }
 
 /// `$disconnect`, with the close code and reason (the client's, or the
-/// gateway's when it closed the connection).
+/// gateway's when it closed the connection). API Gateway sends it with
+/// these few headers, not the upgrade request's.
 pub fn disconnect(connection: &Connection, code: u16, reason: &str) -> ApiGatewayWebsocketProxyRequest {
     let mut context = context(connection, "$disconnect", "DISCONNECT", now_ms());
     context.insert("disconnectStatusCode".into(), json!(code));
     context.insert("disconnectReason".into(), json!(reason));
+    let host = connection.headers.get("host").cloned().unwrap_or_else(|| json!(DOMAIN));
+    let headers = json!({"Host": host, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""});
+    let headers = match headers {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
     read(json!({
-        "headers": connection.headers,
-        "multiValueHeaders": multi_value(&connection.headers),
+        "headers": headers,
+        "multiValueHeaders": multi_value(&headers),
         "requestContext": context,
         "isBase64Encoded": false,
     }))
@@ -253,6 +260,7 @@ mod tests {
         let gone = disconnect(&connection, 1005, "Client-side close frame status not set");
         assert_eq!(gone.request_context.disconnect_status_code, Some(1005));
         assert_eq!(gone.request_context.event_type.as_deref(), Some("DISCONNECT"));
+        assert!(gone.headers.contains_key("host") && gone.body.is_none());
     }
 
     #[test]
