@@ -67,6 +67,14 @@ ensure_pip_tool() {
   command -v "$1" >/dev/null
 }
 
+# Installs a Python module from PyPI unless it imports: ensure_python_module MODULE PACKAGE.
+ensure_python_module() {
+  python3 -c "import $1" 2>/dev/null && return 0
+  log "installing $2 from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check "$2"
+  python3 -c "import $1"
+}
+
 # cargo-lambda's PyPI package brings zig, with which it cross-compiles for arm64.
 ensure_cargo_lambda() { ensure_pip_tool cargo-lambda cargo-lambda; }
 ensure_cfn_lint() { ensure_pip_tool cfn-lint cfn-lint; }
@@ -196,7 +204,8 @@ ensure_moto() {
 }
 
 # Starts moto's server (AWS APIs: Secrets Manager, DynamoDB, …) on a spare
-# loopback port and exports TEST_MOTO_URL (the tests' endpoint). Dummy
+# loopback port and exports TEST_MOTO_URL (the tests' endpoint; the
+# scripts point DynamoDB at it with AWS_ENDPOINT_URL_DYNAMODB). Dummy
 # credentials and a region are exported for the AWS SDKs and CLIs the tests
 # run; nothing here can reach AWS itself. The server is stopped when the
 # calling script exits (stop_moto), together with anything else registered

@@ -12,20 +12,35 @@
 //! messages are handed to tasks of the gateway itself (`HANDOFF=inline`,
 //! the default here), as `handle-message` hands them to the
 //! `process-conversation` Lambda in the cloud.
+//!
+//! Live chat (with `CONNECTIONS_TABLE`): the gateway is API Gateway's
+//! WebSocket API too — `ws://…/ws` ([`websocket`]) and the management API
+//! `/@connections/{id}` ([`connections_api`]) on the same port — and
+//! `WS_ENDPOINT` defaults to the gateway's own address, so pushes come
+//! back to it. `migrate` and every start create the connections table.
+//! `GATEWAY_CONSUMER=off` runs no background consumer: nothing writes the
+//! `messages` rows then (tests use it to show what does not wait for them).
 
+mod connections_api;
+mod events;
+mod sockets;
 mod static_files;
+mod websocket;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::{
     Router,
     body::Bytes,
     extract::{ConnectInfo, State},
     response::IntoResponse,
+    routing::{get, post},
 };
 use switchboard::{
     App, Config, config::HandoffConfig, consumer::Consumer, handoff::Handoff, http::SourceIp, metrics, telemetry,
 };
+
+use crate::sockets::{Gateway, Sockets};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,11 +49,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `SECRET_IDS` works here too: `migrate` from a host in the VPC reads
     // the deployed stack's secrets.
     let mut config = Config::load().await?;
+    let command = std::env::args().nth(1);
     // Seed 001 names the address `API_HOST` / `API_PORT`; `PORT` and
     // `GATEWAY_BIND` (what the scripts set) win when both are given.
     let setting = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
     let port: u16 = setting(["PORT", "API_PORT"]).map(|p| p.parse()).transpose()?.unwrap_or(8000);
     let bind = setting(["GATEWAY_BIND", "API_HOST"]).unwrap_or_else(|| "127.0.0.1".into());
+    // Bound first when serving, so the address pushes come back to is known
+    // (`PORT=0` too).
+    let listener = match command.as_deref() {
+        Some("migrate" | "consume") => None,
+        _ => Some(tokio::net::TcpListener::bind((bind.as_str(), port)).await?),
+    };
+    let own = match &listener {
+        Some(listener) => listener.local_addr()?,
+        None => SocketAddr::new(bind.parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port),
+    };
+    own_ws_endpoint(&mut config, own);
     // The gateway hands webhook messages to its own tasks (what the
     // `process-conversation` Lambda does in the cloud) unless `HANDOFF`
     // says otherwise.
@@ -55,7 +82,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     app.check_stores().await?;
     app.migrate().await?;
-    match std::env::args().nth(1).as_deref() {
+    if app.create_connections_table().await? {
+        tracing::info!(table = app.config.chat.connections_table.as_deref(), "connections table created");
+    }
+    match command.as_deref() {
         Some("migrate") => {
             tracing::info!("migrations applied");
             return Ok(());
@@ -67,18 +97,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => {}
     }
-    tokio::spawn(consume(app.clone()));
+    if std::env::var("GATEWAY_CONSUMER").is_ok_and(|v| v == "off") {
+        tracing::info!("GATEWAY_CONSUMER=off: no background consumer");
+    } else {
+        tokio::spawn(consume(app.clone()));
+    }
     if let Some(jobs) = inline {
         tokio::spawn(switchboard::pipeline::handoff::serve_inline(app.clone(), jobs));
     }
-    let router = Router::new().fallback(serve).with_state(app);
-    let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await?;
-    tracing::info!(address = %listener.local_addr()?, "local gateway listening");
+    let Some(listener) = listener else { return Ok(()) };
+    let gateway = Gateway { app, sockets: Sockets::default(), port: own.port() };
+    let router = Router::new()
+        .route("/ws", get(websocket::upgrade))
+        .route(
+            "/@connections/{id}",
+            post(connections_api::post).get(connections_api::get).delete(connections_api::delete),
+        )
+        .fallback(serve)
+        .with_state(gateway);
+    tracing::info!(address = %own, "local gateway listening");
     let router = static_files::mount(router);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())
+}
+
+/// With live chat on and no `WS_ENDPOINT`, pushes go to this gateway's
+/// management API and clients are told its `/ws` (loopback when it binds
+/// every address).
+fn own_ws_endpoint(config: &mut Config, own: SocketAddr) {
+    let chat = &mut config.chat;
+    if chat.connections_table.is_none() || chat.endpoint.is_some() {
+        return;
+    }
+    let mut own = own;
+    if own.ip().is_unspecified() {
+        own.set_ip(if own.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    chat.endpoint = Some(format!("http://{own}"));
+    chat.public_url.get_or_insert_with(|| format!("ws://{own}/ws"));
 }
 
 /// Every request goes to the shared router, exactly as a Lambda event would.

@@ -150,11 +150,11 @@ impl Live {
 
     /// Sends `frame` to every connection in `to`, concurrently.
     pub async fn post_all(&self, to: &[Connection], frame: &Value) -> PushReport {
-        let results: Vec<Pushed> = futures::stream::iter(to)
-            .map(|connection| self.post(&connection.connection_id, frame))
-            .buffer_unordered(PUSH_CONCURRENCY)
-            .collect()
-            .await;
+        // The pushes collected first: a stream holding a closure over
+        // borrowed connections makes this future `Send` for one lifetime
+        // only (a rustc limitation), and the local gateway spawns it.
+        let pushes: Vec<_> = to.iter().map(|connection| self.post(&connection.connection_id, frame)).collect();
+        let results: Vec<Pushed> = futures::stream::iter(pushes).buffer_unordered(PUSH_CONCURRENCY).collect().await;
         let mut report = PushReport::default();
         for result in results {
             match result {

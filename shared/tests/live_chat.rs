@@ -5,6 +5,7 @@
 //! the chat log in Postgres, conversations in Redis. `scripts/test` builds
 //! the gateway first; alone:
 //! `cargo build -p local-gateway && cargo nextest run -p switchboard --test live_chat`.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -161,6 +162,35 @@ async fn expect(ws: &mut Ws, what: &str, wanted: impl Fn(&Value) -> bool) -> Val
         panic!("the socket closed before {what}");
     };
     tokio::time::timeout(PATIENCE, read).await.unwrap_or_else(|_| panic!("no {what} in {PATIENCE:?}"))
+}
+
+/// `text` as one message in frames of at most `size` bytes (browsers send
+/// one frame per message; API Gateway takes frames of at most 32 KB).
+async fn send_in_frames(ws: &mut Ws, text: &str, size: usize) {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let chunks: Vec<&[u8]> = text.as_bytes().chunks(size).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        ws.send(Message::Frame(Frame::message(chunk.to_vec(), opcode, i + 1 == chunks.len()))).await.unwrap();
+    }
+}
+
+/// The close code the server closed the socket with.
+async fn closed_with(ws: &mut Ws) -> Option<u16> {
+    let read = async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(PATIENCE, read).await.unwrap_or_else(|_| panic!("the socket stayed open"))
 }
 
 fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
@@ -368,9 +398,19 @@ async fn malformed_and_oversized_frames_get_error_frames_and_the_connection_stay
         (missing["field"].clone(), missing["action"].clone()),
         (json!("client_message_id"), json!("sendMessage"))
     );
-    let huge = say(conversation, "big", &"a".repeat(130 * 1024));
-    send(&mut customer, huge).await;
-    assert_eq!(expect(&mut customer, "an error", is("error")).await["code"], "payload_too_large");
+    // A text over 64 KiB, in frames of at most 32 KB (API Gateway's frame
+    // quota), reaches the handler: an error frame, the socket stays.
+    let long = say(conversation, "big", &"a".repeat(70 * 1024)).to_string();
+    send_in_frames(&mut customer, &long, 30 * 1024).await;
+    let refused = expect(&mut customer, "an error", is("error")).await;
+    assert_eq!((refused["code"].clone(), refused["field"].clone()), (json!("payload_too_large"), json!("message")));
+    // Over API Gateway's quotas (a frame over 32 KB, a message over 128 KB)
+    // the socket is closed with 1009, as API Gateway closes it; a new one works.
+    for (text, frame) in [(40 * 1024, 40 * 1024), (130 * 1024, 30 * 1024)] {
+        let mut doomed = stack.connect(session["token"].as_str().unwrap()).await;
+        send_in_frames(&mut doomed, &say(conversation, "big2", &"a".repeat(text)).to_string(), frame).await;
+        assert_eq!(closed_with(&mut doomed).await, Some(1009));
+    }
 
     send(&mut customer, json!({"action": "ping"})).await;
     expect(&mut customer, "the pong", is("pong")).await;
