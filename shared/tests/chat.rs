@@ -3,6 +3,8 @@
 //! session and history routes through the router. The WebSocket flows
 //! end to end are in `live_chat.rs`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use bytes::Bytes;
