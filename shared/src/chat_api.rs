@@ -12,6 +12,8 @@
 //!   what a client missed, in sequence order — the truth pushes only hint
 //!   at. A customer token reads its own conversation, an agent's or the
 //!   admin token any.
+//! - `GET /api/v1/chat/conversations`: the conversations list for an
+//!   agent's token (the admin listing's fields).
 //! - [`authenticate`]: who a token is (`$connect`'s `token` query
 //!   parameter, and the history's bearer token).
 
@@ -87,6 +89,17 @@ fn bearer(request: &Request<Bytes>) -> Result<&str, AppError> {
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or(AppError::Unauthorized { reason: AuthFailure::Missing })
+}
+
+/// `GET /api/v1/chat/conversations`: the agent console's list — the
+/// admin listing (`limit`, `status`, `cursor`), for an agent's token too
+/// (never a customer's).
+pub async fn conversations(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>, AppError> {
+    let caller = authenticate(app, bearer(request)?)?;
+    if caller.role != Role::Agent {
+        return Err(AppError::Forbidden);
+    }
+    crate::admin::stats::conversations(app, request).await
 }
 
 /// `GET /api/v1/chat/conversations/{id}/messages`.

@@ -115,12 +115,16 @@ async fn dispatch(app: &App, request: &Request<Bytes>) -> Result<Response<Bytes>
         }
         (["api", "v1", "pancake", "webhook"], &Method::POST) => crate::webhook::pancake_webhook(app, request).await,
         (["api", "v1", "chat", "sessions"], &Method::POST) => crate::chat_api::open_session(app, request).await,
+        (["api", "v1", "chat", "conversations"], &Method::GET) => crate::chat_api::conversations(app, request).await,
         (["api", "v1", "chat", "conversations", id, "messages"], &Method::GET) => {
             crate::chat_api::history(app, id, request).await
         }
-        (["api", "v1", "chat", "sessions"] | ["api", "v1", "chat", "conversations", _, "messages"], _) => {
-            Err(AppError::MethodNotAllowed)
-        }
+        (
+            ["api", "v1", "chat", "sessions"]
+            | ["api", "v1", "chat", "conversations"]
+            | ["api", "v1", "chat", "conversations", _, "messages"],
+            _,
+        ) => Err(AppError::MethodNotAllowed),
         (["openapi.json"], &Method::GET) => Ok(json_response(StatusCode::OK, &crate::openapi::document())),
         // Seed 001 also names the cleanup route without the `/api/v1` prefix.
         (["admin", "system", "cleanup"], &Method::POST) => {

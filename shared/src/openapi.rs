@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/cache/invalidate"),
     ("POST", "/api/cache/warmup"),
     ("POST", "/api/v1/chat/sessions"),
+    ("GET", "/api/v1/chat/conversations"),
     ("GET", "/api/v1/chat/conversations/{id}/messages"),
     ("GET", "/openapi.json"),
 ];
@@ -187,6 +188,19 @@ fn operation(method: &str, path: &str) -> Value {
                     "customer_id": {"type": "string", "minLength": 1, "maxLength": 256},
                     "token": {"type": "string", "description": "a previous token of the conversation (resuming with the widget key)"}}})),
                 vec![],
+            )
+        }
+        ("GET", "/api/v1/chat/conversations") => {
+            op["security"] = json!([{"chatToken": []}]);
+            op["responses"]["403"] = error_response("a customer's token (agents and the admin only)");
+            (
+                "Conversations for the agent console, newest first (the admin listing, for agent tokens)",
+                None,
+                vec![
+                    json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}),
+                    json!({"name": "status", "in": "query", "schema": {"type": "string", "enum": ["active", "ended", "paused", "unanswered"]}}),
+                    json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}),
+                ],
             )
         }
         ("GET", "/api/v1/chat/conversations/{id}/messages") => {

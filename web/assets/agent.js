@@ -175,8 +175,12 @@ async function refreshList() {
   try {
     if (state.agentListRoute !== false) {
       try {
-        const page = await api(state.apiBase, '/api/v1/chat/conversations?limit=50', { token: state.agentToken });
-        rows = page.conversations || [];
+        const [page, waiting] = await Promise.all([
+          api(state.apiBase, '/api/v1/chat/conversations?limit=50', { token: state.agentToken }),
+          api(state.apiBase, '/api/v1/chat/conversations?limit=100&status=unanswered', { token: state.agentToken }),
+        ]);
+        rows = [...(page.conversations || []), ...(waiting.conversations || [])];
+        unanswered = new Set((waiting.conversations || []).map((r) => r.conversation_id));
         state.agentListRoute = true;
       } catch (error) {
         if (error.status !== 404 && error.status !== 405) throw error;

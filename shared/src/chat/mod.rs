@@ -113,7 +113,10 @@ pub async fn send(
         (Outcome::Duplicate, Role::Agent) => {}
         (_, Role::Agent) => {
             send_to_pancake(app, conversation, &message).await;
-            notices.push(json!({"type": "status", "conversation_id": conversation.as_str(), "bot_paused": true}));
+            // Everyone on the conversation learns the bot is paused.
+            let status = json!({"type": "status", "conversation_id": conversation.as_str(), "bot_paused": true});
+            app.live.push(conversation.as_str(), &status, Some(&connection.connection_id)).await;
+            notices.push(status);
         }
         _ => {}
     }
