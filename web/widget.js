@@ -278,7 +278,9 @@
           break;
         case 'error':
           if (frame.code === 'unknown_connection') socket?.drop();
-          else if (frame.client_message_id) {
+          // Only a refusal drops the message; a passing failure (the store
+          // away) stays in the outbox and is resent with the same id.
+          else if (frame.client_message_id && ['invalid_frame', 'invalid_request', 'payload_too_large', 'forbidden', 'conflict'].includes(frame.code)) {
             const item = outbox.take(frame.client_message_id);
             if (item) showNotice(`Not sent: ${frame.message}`);
             render();

@@ -29,7 +29,7 @@ use crate::{
     chat_token::{self, CustomerClaims, TokenError},
     clock::now_epoch_seconds,
     connections::Role,
-    domain::{ConversationId, check_id},
+    domain::{ConversationId, WEB_CONVERSATION_PREFIX, check_id},
     error::{AppError, AuthFailure},
     live::message_frame,
     postgres::chat,
@@ -193,18 +193,26 @@ pub async fn open_session(app: &App, request: &Request<Bytes>) -> Result<Respons
         }
     }
     // Who the session is for, and whether it resumes a conversation.
-    let (conversation, customer) = match (admin, asked_conversation, previous) {
+    let now = now_epoch_seconds() as u64;
+    if asked_conversation.as_deref().is_some_and(|c| !c.starts_with(WEB_CONVERSATION_PREFIX)) {
+        return Err(AppError::invalid("conversation_id", "a web chat conversation's id starts with web-"));
+    }
+    let (conversation, customer, started_at) = match (admin, asked_conversation, previous) {
         (true, conversation, _) => (
-            conversation.unwrap_or_else(|| format!("web-{}", Uuid::new_v4())),
+            conversation.unwrap_or_else(|| format!("{WEB_CONVERSATION_PREFIX}{}", Uuid::new_v4())),
             asked_customer.unwrap_or_else(|| format!("visitor-{}", Uuid::new_v4())),
+            now,
         ),
-        (false, None, None) => (format!("web-{}", Uuid::new_v4()), format!("visitor-{}", Uuid::new_v4())),
+        (false, None, None) => {
+            (format!("{WEB_CONVERSATION_PREFIX}{}", Uuid::new_v4()), format!("visitor-{}", Uuid::new_v4()), now)
+        }
         (false, asked, Some(token)) => {
             let claims = resumable(app, secret, &token)?;
             if asked.as_deref().is_some_and(|c| c != claims.conversation_id) {
                 return Err(AppError::Forbidden);
             }
-            (claims.conversation_id, claims.customer_id)
+            let started_at = session_start(&claims);
+            (claims.conversation_id, claims.customer_id, started_at)
         }
         (false, Some(_), None) => {
             return Err(AppError::invalid("token", "is required to resume a conversation with the widget key"));
@@ -220,8 +228,9 @@ pub async fn open_session(app: &App, request: &Request<Bytes>) -> Result<Respons
         }
     }
     let last_seq = chat::last_seq(&**client, &conversation).await?;
-    let expires_at = now_epoch_seconds() as u64 + chat_config.token_ttl.as_secs();
-    let claims = CustomerClaims { conversation_id: conversation.clone(), customer_id: owner.clone(), expires_at };
+    let expires_at = now + chat_config.token_ttl.as_secs();
+    let claims =
+        CustomerClaims { conversation_id: conversation.clone(), customer_id: owner.clone(), expires_at, started_at };
     let token = chat_token::mint(secret, &claims);
     Ok(json_response(
         StatusCode::CREATED,
@@ -237,6 +246,11 @@ pub async fn open_session(app: &App, request: &Request<Bytes>) -> Result<Respons
     ))
 }
 
+/// When a token's session began (its expiry, for tokens without a start).
+fn session_start(claims: &CustomerClaims) -> u64 {
+    if claims.started_at == 0 { claims.expires_at } else { claims.started_at }
+}
+
 /// A previous token that may resume its conversation: signed by us, and
 /// expired no longer ago than the resume window.
 fn resumable(app: &App, secret: &crate::config::Secret, token: &str) -> Result<CustomerClaims, AppError> {
@@ -246,7 +260,8 @@ fn resumable(app: &App, secret: &crate::config::Secret, token: &str) -> Result<C
         }
     })?;
     let now = now_epoch_seconds() as u64;
-    if claims.expires_at + app.config.chat.resume_window.as_secs() <= now {
+    // From the session's first token: resuming does not extend the window.
+    if session_start(&claims) + app.config.chat.resume_window.as_secs() <= now {
         return Err(AppError::Unauthorized { reason: AuthFailure::Wrong });
     }
     Ok(claims)

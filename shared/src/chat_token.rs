@@ -30,6 +30,11 @@ pub struct CustomerClaims {
     /// Expiry, epoch seconds.
     #[serde(rename = "e")]
     pub expires_at: u64,
+    /// When the session began (epoch seconds): a resume keeps it, so the
+    /// resume window runs from the first token, not the latest (0 in tokens
+    /// minted before it existed: their expiry stands for it).
+    #[serde(rename = "s", default)]
+    pub started_at: u64,
 }
 
 /// Why a token was refused (logged, never shown).
@@ -103,7 +108,12 @@ mod tests {
     }
 
     fn claims() -> CustomerClaims {
-        CustomerClaims { conversation_id: "web-a".into(), customer_id: "cust-1".into(), expires_at: 2_000 }
+        CustomerClaims {
+            conversation_id: "web-a".into(),
+            customer_id: "cust-1".into(),
+            expires_at: 2_000,
+            started_at: 1_000,
+        }
     }
 
     #[test]

@@ -56,6 +56,31 @@ pub async fn serve(app: &App, request: Request<Bytes>, request_id: &str) -> Resp
 /// Dispatches one request. Never panics on input; every failure is an
 /// [`AppError`] mapped to its status.
 pub async fn route(app: &App, request: Request<Bytes>) -> Response<Bytes> {
+    // The chat routes are called by a widget embedded on the shop's own
+    // site (another origin): CORS, for any origin — they authenticate by
+    // header (the widget key, a bearer token), never by cookie.
+    let chat = request.uri().path().starts_with("/api/v1/chat/");
+    if chat && request.method() == Method::OPTIONS {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        headers.insert("access-control-allow-methods", http::HeaderValue::from_static("GET, POST, OPTIONS"));
+        headers.insert(
+            "access-control-allow-headers",
+            http::HeaderValue::from_static("authorization, content-type, x-widget-key"),
+        );
+        headers.insert("access-control-max-age", http::HeaderValue::from_static("600"));
+        headers.insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+        return response;
+    }
+    let mut response = route_inner(app, request).await;
+    if chat {
+        response.headers_mut().insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    }
+    response
+}
+
+async fn route_inner(app: &App, request: Request<Bytes>) -> Response<Bytes> {
     let result = if request.body().len() > MAX_BODY_BYTES {
         Err(AppError::TooLarge { field: "body", limit: MAX_BODY_BYTES })
     } else {

@@ -19,12 +19,18 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use crate::{
+    clock::now_epoch_seconds,
     config::ChatConfig,
     connections::{Connection, Registry},
     error::AppError,
     postgres::chat::ChatMessage,
 };
 
+/// A connection registered this recently is not forgotten on a `410`
+/// (API Gateway's answer while its `$connect` runs).
+const CONNECTING_GRACE_SECS: u64 = 30;
+/// Longest DynamoDB or management-API call: a hung one must not hold an answer.
+const AWS_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pushes in flight at once for one fan-out.
 const PUSH_CONCURRENCY: usize = 32;
 /// Tries of one push throttled by API Gateway (`LimitExceededException`).
@@ -92,8 +98,13 @@ impl Live {
         Some(
             self.clients
                 .get_or_init(|| async {
+                    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(AWS_CALL_TIMEOUT)
+                        .connect_timeout(Duration::from_secs(1))
+                        .build();
                     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
                         .http_client(crate::config::secrets::http_client())
+                        .timeout_config(timeouts)
                         .load()
                         .await;
                     let gateway = self.endpoint.as_ref().map(|endpoint| {
@@ -132,8 +143,15 @@ impl Live {
             };
             let service = error.as_service_error();
             if service.is_some_and(|e| e.is_gone_exception()) {
-                // That connection is gone, no other: forget it alone.
-                if let Err(err) = clients.registry.forget(connection_id).await {
+                // That connection is gone, no other: forget it alone — unless
+                // it registered moments ago: API Gateway answers 410 to a
+                // push while a connection's `$connect` is still running, and
+                // forgetting it then would orphan a live socket.
+                let young = match clients.registry.get(connection_id).await {
+                    Ok(Some(c)) => now_epoch_seconds() as u64 <= c.connected_at + CONNECTING_GRACE_SECS,
+                    _ => false,
+                };
+                if !young && let Err(err) = clients.registry.forget(connection_id).await {
                     tracing::warn!(connection_id, error = %err, "gone connection not forgotten (its ttl will)");
                 }
                 return Pushed::Gone;

@@ -204,13 +204,23 @@ async fn a_widget_session_gets_a_token_for_a_new_conversation_and_resumes_it_onl
     // A token expired beyond the resume window, or forged, is refused.
     let old = chat_token::mint(
         &Secret::new(SECRET),
-        &CustomerClaims { conversation_id: conversation.clone(), customer_id: "x".into(), expires_at: 1 },
+        &CustomerClaims {
+            conversation_id: conversation.clone(),
+            customer_id: "x".into(),
+            expires_at: 1,
+            started_at: 0,
+        },
     );
     let (status, _) = session(&env, json!({"token": old})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let forged = chat_token::mint(
         &Secret::new("another-secret-of-at-least-32-bytes"),
-        &CustomerClaims { conversation_id: conversation, customer_id: "x".into(), expires_at: u64::MAX / 2 },
+        &CustomerClaims {
+            conversation_id: conversation,
+            customer_id: "x".into(),
+            expires_at: u64::MAX / 2,
+            started_at: 0,
+        },
     );
     let (status, _) = session(&env, json!({"token": forged})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -282,7 +292,7 @@ async fn history_is_read_with_the_conversations_own_token_or_an_agents_and_never
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let expired = chat_token::mint(
         &Secret::new(SECRET),
-        &CustomerClaims { conversation_id: a_id.into(), customer_id: "x".into(), expires_at: 1 },
+        &CustomerClaims { conversation_id: a_id.into(), customer_id: "x".into(), expires_at: 1, started_at: 0 },
     );
     let (status, _, _) = call(&env, Method::GET, &uri, &[("authorization", &bearer(&expired))], Value::Null).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -376,4 +386,100 @@ async fn a_pancake_conversations_messages_and_answers_reach_its_watchers_once_ea
     assert_eq!(pancake.requests().len(), sends_before + 1);
     common::drain(&env.consumer().await).await;
     assert_eq!(env.count("SELECT count(*) FROM chat_messages WHERE conversation_id = 'pc-1'").await, 3);
+}
+
+#[tokio::test]
+async fn a_web_conversation_is_answered_on_its_socket_only_never_on_an_assistants_pancake_page() {
+    let pancake = common::pancake_stub().await;
+    let pancake_url = pancake.url();
+    let env = chat_env(&[("PANCAKE_BASE_URL", &pancake_url), ("PANCAKE_PAGE_ACCESS_TOKEN", "pt")]).await;
+    // The default assistant serves a page: a Pancake conversation without
+    // a page of its own would be answered there.
+    env.app
+        .db
+        .get()
+        .await
+        .unwrap()
+        .execute("UPDATE assistants SET page_ids = '{page_1}' WHERE id = 'default'", &[])
+        .await
+        .unwrap();
+    let (_, session) = session(&env, Value::Null).await;
+    let conversation =
+        switchboard::domain::ConversationId::parse(session["conversation_id"].as_str().unwrap()).unwrap();
+    let customer = Connection {
+        connection_id: "custconn".into(),
+        role: Role::Customer,
+        subject: session["customer_id"].as_str().unwrap().into(),
+        conversation_id: Some(conversation.to_string()),
+        connected_at: now_epoch_seconds() as u64,
+    };
+    let acks = std::sync::Mutex::new(Vec::new());
+    let ack_now = async |ack: &Value| acks.lock().unwrap().push(ack.clone());
+    switchboard::chat::send(&env.app, &customer, &conversation, "Giờ mở cửa?", "m1", ack_now).await.unwrap();
+    assert_eq!(acks.lock().unwrap().len(), 1, "acknowledged once admitted");
+    assert_eq!(
+        env.count("SELECT count(*) FROM chat_messages WHERE sender_type = 'bot'").await,
+        0,
+        "live chat is off here"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM ai_responses").await, 0, "not persisted yet: the consumer writes it");
+    common::drain(&env.consumer().await).await;
+    assert_eq!(env.count("SELECT count(*) FROM ai_responses").await, 1);
+    assert!(pancake.requests().is_empty(), "nothing went to Pancake: {:?}", pancake.requests().len());
+    let page: Option<String> = env.row("SELECT page_id FROM conversations").await.get(0);
+    assert_eq!(page, None);
+
+    // The same client id with another text is refused, not answered as the first.
+    let other = switchboard::chat::send(&env.app, &customer, &conversation, "Something else", "m1", async |_| {}).await;
+    assert!(matches!(other, Err(switchboard::AppError::Conflict(_))), "{other:?}");
+}
+
+#[tokio::test]
+async fn resuming_does_not_stretch_the_resume_window_past_the_sessions_first_token() {
+    let env = chat_env(&[("CHAT_RESUME_WINDOW_SECONDS", "100")]).await;
+    let now = now_epoch_seconds() as u64;
+    let (_, first) = session(&env, Value::Null).await;
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let customer = first["customer_id"].as_str().unwrap().to_owned();
+    // A token of a session that began longer ago than the window, still
+    // unexpired (as a chain of resumes would leave it): refused.
+    let old = chat_token::mint(
+        &Secret::new(SECRET),
+        &CustomerClaims {
+            conversation_id: conversation.clone(),
+            customer_id: customer.clone(),
+            expires_at: now + 3_600,
+            started_at: now - 200,
+        },
+    );
+    let (status, _) = session(&env, json!({"token": old})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A resume keeps the first token's start.
+    let (status, resumed) = session(&env, json!({"token": first["token"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let claims = chat_token::verify(&Secret::new(SECRET), resumed["token"].as_str().unwrap(), now).unwrap();
+    let original = chat_token::verify(&Secret::new(SECRET), first["token"].as_str().unwrap(), now).unwrap();
+    assert_eq!(claims.started_at, original.started_at);
+    let (status, body) = session(&env, json!({"token": first["token"], "conversation_id": "pancake-123"})).await;
+    assert_eq!((status, body["error"]["field"].clone()), (StatusCode::BAD_REQUEST, json!("conversation_id")));
+}
+
+#[tokio::test]
+async fn a_widget_on_another_origin_may_call_the_chat_routes() {
+    let env = chat_env(&[]).await;
+    let (status, headers, _) =
+        call(&env, Method::OPTIONS, "/api/v1/chat/sessions", &[("origin", "http://shop.example")], Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("x-widget-key"));
+    let (status, headers, _) = call(
+        &env,
+        Method::POST,
+        "/api/v1/chat/sessions",
+        &[("x-widget-key", WIDGET), ("origin", "http://shop.example")],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["access-control-allow-origin"], "*");
 }

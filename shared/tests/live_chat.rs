@@ -342,6 +342,7 @@ async fn a_customer_token_opens_its_own_conversation_only_and_bad_tokens_are_ref
         conversation_id: b_id.into(),
         customer_id: b["customer_id"].as_str().unwrap().into(),
         expires_at,
+        started_at: 0,
     };
     let expired = chat_token::mint(&Secret::new(SECRET), &claims(now_epoch_seconds() as u64 - 1));
     let forged = chat_token::mint(&Secret::new("not-the-servers-secret-but-as-long!"), &claims(u64::MAX / 2));
@@ -366,7 +367,9 @@ async fn a_push_to_a_closed_connection_deletes_that_connection_only_and_the_othe
         role: Role::Agent,
         subject: "minh".into(),
         conversation_id: None,
-        connected_at: now_epoch_seconds() as u64,
+        // Registered a while ago: a 410 right after `$connect` is API
+        // Gateway's answer to a connection still opening, not a gone one.
+        connected_at: now_epoch_seconds() as u64 - 120,
     };
     registry.register(&stale).await.unwrap();
     registry.watch(&stale, conversation).await.unwrap();

@@ -302,6 +302,8 @@ function onFrame(frame) {
   switch (frame.type) {
     case 'subscribed':
       if (frame.last_seq > c.lastSeq) fetchTail(c, frame.last_seq);
+      // Messages written before the subscription took hold: read them now.
+      if (frame.conversation_id === state.current) state.log?.catchUp();
       break;
     case 'message':
       if (frame.seq >= c.lastSeq) {
@@ -350,7 +352,9 @@ function onFrame(frame) {
       toast('The conversation is over its rate limit; the message is stored and will be delivered.', 'warn');
       break;
     case 'error':
-      if (frame.client_message_id && outbox.take(frame.client_message_id)) renderMessages();
+      // Only a refusal drops the reply; a passing failure (the store away)
+      // stays in the outbox and is resent with the same id.
+      if (frame.client_message_id && FINAL_ERRORS.has(frame.code) && outbox.take(frame.client_message_id)) renderMessages();
       toast(`${frame.action ? `${frame.action}: ` : ''}${frame.message}`, 'error');
       break;
     default:
@@ -431,9 +435,18 @@ function renderMessages() {
   if (nearBottom || messages.length < 3) list.scrollTop = list.scrollHeight;
 }
 
+// Errors after which resending the same frame cannot succeed.
+const FINAL_ERRORS = new Set(['invalid_frame', 'invalid_request', 'payload_too_large', 'forbidden', 'conflict']);
+// API Gateway closes a socket on a frame over 32 KB: refuse such a reply here.
+const MAX_REPLY_BYTES = 30000;
+
 function sendReply(text) {
   const message = text.trim();
   if (!message || !state.current) return;
+  if (new TextEncoder().encode(message).length > MAX_REPLY_BYTES) {
+    toast(`This reply is too long to send (at most ${MAX_REPLY_BYTES} bytes); split it.`, 'error');
+    return;
+  }
   outbox.add(state.current, message);
   $('reply-text').value = '';
   stopTyping();

@@ -82,7 +82,19 @@ pub async fn send(
     let fresh = chat::append(&**client, std::slice::from_ref(&entry)).await?;
     let (seq, duplicate) = match fresh.first() {
         Some(logged) => (logged.seq, false),
-        None => (chat::seq_of(&**client, &entry.conversation_id, &entry.message_key).await?.unwrap_or_default(), true),
+        None => {
+            let (seq, logged_text) = chat::logged(&**client, &entry.conversation_id, &entry.message_key)
+                .await?
+                .ok_or(AppError::Unavailable { dependency: "postgres" })?;
+            // A resend is the same message: another text under the same id
+            // is a client's mistake, refused rather than answered as the old one.
+            if logged_text != text {
+                return Err(AppError::Conflict(
+                    "client_message_id was already used for another message; use a new id".into(),
+                ));
+            }
+            (seq, true)
+        }
     };
     drop(client);
     app.live.publish(&fresh, Some(&connection.connection_id)).await;
@@ -94,8 +106,18 @@ pub async fn send(
         "seq": seq,
         "duplicate": duplicate,
     });
-    ack_now(&ack).await;
-    let (outcome, _) = pipeline::handle(app, &message).await?;
+    // The ack means "admitted: never resend" — so it waits for admit (not
+    // for the answer). A failure before it leaves the sender without one,
+    // and its resend (same id: the log's entry, admit's dedupe) completes
+    // the message exactly once.
+    let (admitted, on_admit) = tokio::sync::oneshot::channel();
+    let ack_after_admit = async {
+        if on_admit.await.is_ok() {
+            ack_now(&ack).await;
+        }
+    };
+    let (handled, ()) = tokio::join!(pipeline::handle_signalled(app, &message, Some(admitted)), ack_after_admit);
+    let (outcome, _) = handled?;
     let mut notices = Vec::new();
     match (&outcome, connection.role) {
         (Outcome::RateLimited { retry_after_secs, .. }, _) => notices.push(json!({
@@ -112,7 +134,9 @@ pub async fn send(
         // idempotency key): at most once, the log keeps the message.
         (Outcome::Duplicate, Role::Agent) => {}
         (_, Role::Agent) => {
-            send_to_pancake(app, conversation, &message).await;
+            if let Some(delivery) = send_to_pancake(app, conversation, &message).await {
+                notices.push(delivery);
+            }
             // Everyone on the conversation learns the bot is paused.
             let status = json!({"type": "status", "conversation_id": conversation.as_str(), "bot_paused": true});
             app.live.push(conversation.as_str(), &status, Some(&connection.connection_id)).await;
@@ -147,27 +171,42 @@ fn incoming(
 }
 
 /// An agent's message in a Pancake conversation goes to Pancake as the
-/// page; its echo (Pancake's id) is marked so the webhook ignores it rather
-/// than logging it a second time. A failure is logged: the message is in
-/// the conversation's log and the agent sees no ack of the send.
-async fn send_to_pancake(app: &App, conversation: &ConversationId, message: &IncomingMessage) {
-    if !app.pancake.enabled() {
-        return;
+/// page. Its echo is marked *before* the send (the text's echo counter, as
+/// `complete` marks the bot's), and Pancake's id after it, so the webhook
+/// ignores the echo whichever comes first rather than logging it again.
+/// Returns a `delivery` frame for the agent (`delivered` true or false;
+/// nothing for a web conversation). Not retried: Pancake takes no
+/// idempotency key, and the agent, told, can say it again.
+async fn send_to_pancake(app: &App, conversation: &ConversationId, message: &IncomingMessage) -> Option<Value> {
+    if !app.pancake.enabled() || crate::domain::is_web_conversation(conversation) {
+        return None;
     }
     let page = match app.db.get().await {
         Ok(client) => chat::page_of(&**client, conversation.as_str()).await.ok().flatten(),
         Err(_) => None,
     };
-    let Some(page) = page else { return };
+    let page = page?;
+    let client_message_id = message.metadata.get("client_message_id").cloned().unwrap_or(Value::Null);
+    let frame = |delivered: bool| {
+        json!({"type": "delivery", "conversation_id": conversation.as_str(), "client_message_id": client_message_id,
+               "channel": "pancake", "delivered": delivered})
+    };
+    if let Err(err) = app.store.mark_echo(conversation, &message.message_content).await {
+        tracing::warn!(conversation_id = %conversation, error = %err, "agent send's echo not marked; it may be logged again");
+    }
     match app.pancake.send_text(&page, conversation.as_str(), &message.message_content).await {
         Ok(sent) => {
             let ids: Vec<String> = sent.into_iter().collect();
             if let Err(err) = app.store.record_delivery(conversation, message.message_id.as_str(), &ids, &[], &[]).await
             {
-                tracing::warn!(conversation_id = %conversation, error = %err, "agent send not marked; its echo will be logged");
+                tracing::warn!(conversation_id = %conversation, error = %err, "agent send's id not recorded");
             }
+            Some(frame(true))
         }
-        Err(err) => tracing::warn!(conversation_id = %conversation, error = %err, "agent message not sent to Pancake"),
+        Err(err) => {
+            tracing::warn!(conversation_id = %conversation, error = %err, "agent message not sent to Pancake");
+            Some(frame(false))
+        }
     }
 }
 

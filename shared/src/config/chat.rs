@@ -82,6 +82,10 @@ fn agent_tokens(raw: Option<&str>) -> Result<Vec<(String, Secret)>, ConfigError>
         {
             return Err(malformed("AGENT_TOKENS", "agent names are 1-64 letters, digits, - _ . @"));
         }
+        // `admin` is the admin token's agent name; names tell agents apart.
+        if name == "admin" || tokens.iter().any(|(n, _): &(String, Secret)| n == name) {
+            return Err(malformed("AGENT_TOKENS", "agent names are unique and not `admin`"));
+        }
         if token.trim().len() < 16 {
             return Err(malformed("AGENT_TOKENS", "each agent token must be at least 16 characters"));
         }

@@ -132,6 +132,28 @@ impl SenderType {
     }
 }
 
+/// Web chat conversations (opened by `POST /api/v1/chat/sessions`) are
+/// named `web-…`: they belong to no Pancake page.
+pub const WEB_CONVERSATION_PREFIX: &str = "web-";
+
+/// Whether a conversation is a web chat's (no page, nothing sent to Pancake).
+pub fn is_web_conversation(conversation: &ConversationId) -> bool {
+    conversation.as_str().starts_with(WEB_CONVERSATION_PREFIX)
+}
+
+/// The page a conversation's answers go to: `known`, else the assistant's
+/// first page; `None` for a web chat conversation.
+pub fn delivery_page(
+    conversation: &ConversationId,
+    known: Option<String>,
+    assistant_pages: &[String],
+) -> Option<String> {
+    if is_web_conversation(conversation) {
+        return None;
+    }
+    known.or_else(|| assistant_pages.first().cloned())
+}
+
 /// A message admitted at the edge: every field valid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncomingMessage {
@@ -204,6 +226,13 @@ impl IncomingMessage {
     /// `metadata.page_id`, the Pancake page this conversation belongs to.
     pub fn page_id(&self) -> Option<String> {
         metadata_id(&self.metadata, "page_id")
+    }
+
+    /// The page an answer to this message is delivered to: its own, else
+    /// the assistant's first — never for a web chat conversation, which
+    /// lives on no page (its answers reach the customer's socket only).
+    pub fn delivery_page(&self, assistant_pages: &[String]) -> Option<String> {
+        delivery_page(&self.conversation_id, self.page_id(), assistant_pages)
     }
 
     pub fn assistant_id(&self) -> Option<String> {

@@ -137,7 +137,7 @@ async fn answer_from_postgres(app: &App, message: &IncomingMessage) -> Result<Ou
     }
     let (assistant_id, page) = (message.assistant_id(), message.page_id());
     let assistant = app.assistants.resolve(assistant_id.as_deref(), page.as_deref()).await?;
-    let page_id = page.or_else(|| assistant.page_ids.first().cloned());
+    let page_id = crate::domain::delivery_page(&message.conversation_id, page, &assistant.page_ids);
     let mut client = app.db.get().await?;
     answer_owed(app, &mut client, &message.conversation_id, &assistant, page_id.as_deref()).await
 }

@@ -105,11 +105,26 @@ impl Backend {
 
 /// Runs one validated message through the whole path.
 pub async fn handle(app: &App, message: &IncomingMessage) -> Result<(Outcome, Backend), AppError> {
+    handle_signalled(app, message, None).await
+}
+
+/// As [`handle`], telling `admitted` once the message is recorded (on the
+/// Redis path, when admit returns; on the degraded path, when Postgres has
+/// it) — before the answer is made. Dropped unsent: not admitted.
+pub async fn handle_signalled(
+    app: &App,
+    message: &IncomingMessage,
+    admitted: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(Outcome, Backend), AppError> {
     if app.store.breaker().is_open() {
         if !app.config.degraded_mode {
             return Err(AppError::Unavailable { dependency: "redis" });
         }
-        return degraded::handle(app, message).await.map(|outcome| (outcome, Backend::Postgres));
+        let outcome = degraded::handle(app, message).await?;
+        if let Some(admitted) = admitted {
+            let _ = admitted.send(());
+        }
+        return Ok((outcome, Backend::Postgres));
     }
-    redis_path::handle(app, message).await.map(|outcome| (outcome, Backend::Redis))
+    redis_path::handle(app, message, admitted).await.map(|outcome| (outcome, Backend::Redis))
 }

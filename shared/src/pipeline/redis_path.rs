@@ -25,8 +25,14 @@ use crate::{
     redis::{Admission, AdmitMode, AnswerRecord, Claim, Completion, Lease},
 };
 
-/// Admits the message in Redis and, holding the lock, answers it.
-pub(super) async fn handle(app: &App, message: &IncomingMessage) -> Result<Outcome, AppError> {
+/// Admits the message in Redis and, holding the lock, answers it;
+/// `admitted` is told as soon as admit has recorded the message (the live
+/// chat's ack waits for it).
+pub(super) async fn handle(
+    app: &App,
+    message: &IncomingMessage,
+    admitted: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<Outcome, AppError> {
     // Back from a degraded period: Redis learns what Postgres handled
     // meanwhile before it admits anything else (a no-op otherwise).
     super::degraded::restore_redis(app).await;
@@ -39,7 +45,11 @@ pub(super) async fn handle(app: &App, message: &IncomingMessage) -> Result<Outco
         app.store.admit(message, &job, AdmitMode::Sync),
         app.assistants.resolve(assistant_id.as_deref(), page.as_deref())
     );
-    match admission? {
+    let admission = admission?;
+    if let Some(admitted) = admitted {
+        let _ = admitted.send(());
+    }
+    match admission {
         Admission::Duplicate => Ok(Outcome::Duplicate),
         Admission::Stored => Ok(Outcome::Stored),
         Admission::BotPaused => Ok(Outcome::BotPaused),
@@ -55,7 +65,7 @@ pub(super) async fn handle(app: &App, message: &IncomingMessage) -> Result<Outco
                     return Err(err);
                 }
             };
-            let page_id = message.page_id().or_else(|| assistant.page_ids.first().cloned());
+            let page_id = message.delivery_page(&assistant.page_ids);
             process(app, &message.conversation_id, &lease, snapshot, &assistant, page_id.as_deref()).await
         }
     }
@@ -102,7 +112,7 @@ pub async fn redrive(
             return Err(err);
         }
     };
-    let page_id = page_id.or_else(|| assistant.page_ids.first().cloned());
+    let page_id = crate::domain::delivery_page(conversation, page_id, &assistant.page_ids);
     process(app, conversation, &lease, snapshot, &assistant, page_id.as_deref()).await.map(Some)
 }
 

@@ -104,19 +104,19 @@ pub async fn append(db: &impl GenericClient, entries: &[ChatEntry]) -> Result<Ve
     Ok(fresh)
 }
 
-/// The number an entry was logged with, if it was.
-pub async fn seq_of(
+/// The number and text an entry was logged with, if it was.
+pub async fn logged(
     db: &impl GenericClient,
     conversation: &str,
     key: &str,
-) -> Result<Option<i64>, tokio_postgres::Error> {
+) -> Result<Option<(i64, String)>, tokio_postgres::Error> {
     let row = db
         .query_opt(
-            "SELECT seq FROM chat_messages WHERE conversation_id = $1 AND message_key = $2",
+            "SELECT seq, content FROM chat_messages WHERE conversation_id = $1 AND message_key = $2",
             &[&conversation, &key],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// Up to `limit` entries after `after_seq`, in order.

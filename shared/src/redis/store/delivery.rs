@@ -28,6 +28,17 @@ impl ConversationStore {
         Ok(echo == 1)
     }
 
+    /// Raises the echo mark of `text` (what `complete` does for the bot's
+    /// texts) before a send that is not the bot's — an agent's reply — so
+    /// its webhook echo is recognised even when it arrives before Pancake's answer.
+    pub async fn mark_echo(&self, conversation: &ConversationId, text: &str) -> Result<(), AppError> {
+        let key = self.keys.conversation(conversation).echo(text);
+        let ttl = self.dedupe_ttl.as_secs().max(1) as i64;
+        let (_, _): (i64, bool) =
+            redis::pipe().atomic().incr(&key, 1).expire(&key, ttl).query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     /// Which of these Pancake message ids of one conversation Redis knows:
     /// admitted (the dedupe mark) or sent by this backend (the echo's id).
     /// One pipeline (the conversation's keys share a slot).
