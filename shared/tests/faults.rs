@@ -10,7 +10,7 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -18,37 +18,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Stub, TestEnv};
+use common::{
+    Stub, TestEnv,
+    process::{Proc, binary},
+};
 use futures::StreamExt;
 use http::StatusCode;
 use serde_json::{Value, json};
-
-fn gateway_binary() -> String {
-    // Where cargo built it: CARGO_TARGET_DIR (a shared target directory) when
-    // the tests were compiled with one, else the workspace's own.
-    let target = option_env!("CARGO_TARGET_DIR")
-        .map_or_else(|| format!("{}/../target", env!("CARGO_MANIFEST_DIR")), |dir| dir.to_string());
-    let path = format!("{target}/debug/local-gateway");
-    assert!(std::path::Path::new(&path).exists(), "{path} is missing: run `cargo build -p local-gateway` first");
-    path
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_gateway(env: &TestEnv, args: &[&str], vars: &[(&str, String)]) -> Proc {
-    let mut command = Command::new(gateway_binary());
+    let mut command = Command::new(binary("local-gateway"));
     command.args(args).envs(&env.env).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in vars {
         command.env(k, v);

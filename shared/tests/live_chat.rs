@@ -10,11 +10,15 @@
 mod common;
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{TestEnv, moto::Moto};
+use common::{
+    TestEnv,
+    moto::Moto,
+    process::{Proc, binary},
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard::{
@@ -34,24 +38,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn gateway_binary() -> String {
-    let target = option_env!("CARGO_TARGET_DIR")
-        .map_or_else(|| format!("{}/../target", env!("CARGO_MANIFEST_DIR")), |dir| dir.to_string());
-    let path = format!("{target}/debug/local-gateway");
-    assert!(std::path::Path::new(&path).exists(), "{path} is missing: run `cargo build -p local-gateway` first");
-    path
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// moto, a gateway with live chat on this test's schema and prefix, and
 /// the registry its table is.
 struct Stack {
@@ -68,7 +54,7 @@ impl Stack {
         let moto = Moto::start();
         let table = format!("connections-{}", uuid::Uuid::new_v4().simple());
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut command = Command::new(gateway_binary());
+        let mut command = Command::new(binary("local-gateway"));
         command
             .envs(&env.env)
             .envs(moto.aws_env())

@@ -11,30 +11,16 @@ mod common;
 
 use std::{
     fs,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use common::{TestEnv, moto::Moto};
+use common::{
+    TestEnv,
+    moto::Moto,
+    process::{Proc, binary},
+};
 use http::StatusCode;
-
-fn binary(name: &str) -> String {
-    let target =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/../target", env!("CARGO_MANIFEST_DIR")));
-    let path = format!("{target}/debug/{name}");
-    assert!(std::path::Path::new(&path).exists(), "{path} is missing: run `cargo build -p {name}` first");
-    path
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn unique(name: &str) -> String {
     format!("switchboard-test/{name}-{}", uuid::Uuid::new_v4().simple())

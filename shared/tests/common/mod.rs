@@ -29,6 +29,7 @@ use switchboard::{
 
 pub mod moto;
 pub mod pancake;
+pub mod process;
 
 pub const TOKEN: &str = "test-pancake-token";
 
