@@ -147,7 +147,9 @@
 
     async function openSession({ refresh }) {
       if (!options.key) throw new Error('this page has no data-widget-key');
-      const fresh = session?.token && session.expires_at * 1000 - Date.now() > 60000;
+      // Fresh: more than a minute left (or half its life, for short-lived tokens).
+      const left = session?.token ? session.expires_at * 1000 - Date.now() : 0;
+      const fresh = left > Math.min(60000, ((session?.expires_at || 0) * 1000 - (session?.opened_at || 0)) / 2);
       if (fresh && !refresh) return session;
       const body = session?.token ? { conversation_id: session.conversation_id, token: session.token } : {};
       let opened;
@@ -171,6 +173,7 @@
         customer_id: opened.customer_id,
         token: opened.token,
         expires_at: opened.expires_at,
+        opened_at: Date.now(),
         websocket_url: opened.websocket_url || defaultSocketUrl(options.apiBase),
       };
       save();
@@ -181,6 +184,7 @@
     function resetLog() {
       log?.close();
       log = null;
+      rendered.clear();
       list.replaceChildren();
     }
 
@@ -375,7 +379,11 @@
         'li',
         { class: `msg from-${message.sender_type}`, dataset: { seq: message.seq, messageId: message.message_id || '' } },
         el('div', { class: 'bubble' }, message.message),
-        renderActions(message, (title) => sendText(title)),
+        // The chosen button goes away: keyboard focus returns to the input.
+        renderActions(message, (title) => {
+          input.focus();
+          sendText(title);
+        }),
         el('div', { class: 'meta' }, `${senderLabel(message)} · ${timeOf(message.created_at)}`),
       );
     }
@@ -512,7 +520,6 @@
           renderedSeqs: () => [...list.querySelectorAll('.msg[data-seq]')].map((n) => Number(n.dataset.seq)),
           connection: () => socket?.state || 'stopped',
           dropConnection: () => socket?.drop(),
-          token: () => session?.token || null,
         },
       },
     };

@@ -1,12 +1,11 @@
 // The agent console: sign in with an agent token, watch conversations live,
 // read one's history, reply, take over from the bot and hand back.
 //
-// - The list: agents have no listing route of their own yet, so the list is
-//   read with the admin token when one is given (`GET
-//   /api/v1/admin/conversations`, plus `status=unanswered` for what
-//   reconciliation stored without answering), refreshed every 5 s. If the
-//   server offers `GET /api/v1/chat/conversations` to agent tokens, that is
-//   used instead. Without either, conversations are opened by id.
+// - The list: `GET /api/v1/chat/conversations` with the agent's token (plus
+//   `status=unanswered` for what reconciliation stored without answering),
+//   refreshed every 5 s; a server without that route is read with the admin
+//   token (`GET /api/v1/admin/conversations`) when one is given. A
+//   conversation can also be opened by id.
 // - Live: the console subscribes to every listed conversation (at most 50)
 //   on its WebSocket, so each one's last message and bot state change as it
 //   happens; subscriptions belong to a connection and are made again after
@@ -117,6 +116,9 @@ async function signIn(event) {
 
 function signOut() {
   tokens.clear();
+  // One agent's unsent replies never go out under the next agent's name.
+  outbox.items.splice(0);
+  clearInterval(state.flushTimer);
   state.socket?.stop();
   state.socket = null;
   clearInterval(state.listTimer);
@@ -153,7 +155,8 @@ function start(agentToken, adminToken) {
     onFrame,
   });
   state.socket.start();
-  setInterval(() => state.socket && outbox.flush(state.socket), 4000);
+  clearInterval(state.flushTimer);
+  state.flushTimer = setInterval(() => state.socket && outbox.flush(state.socket), 4000);
   refreshList();
   clearInterval(state.listTimer);
   state.listTimer = setInterval(refreshList, 5000);
@@ -245,6 +248,8 @@ function renderList() {
     if (state.filter === 'paused') return c.botPaused;
     return true;
   });
+  // Redrawn every few seconds: keyboard focus stays on the same conversation.
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.conversationId : null;
   list.replaceChildren(
     ...shown.map((c) => {
       const last = c.lastMessage;
@@ -277,6 +282,7 @@ function renderList() {
       );
     }),
   );
+  if (focused) list.querySelector(`[data-conversation-id="${CSS.escape(focused)}"]`)?.focus();
 }
 
 /** The last message of a conversation the list shows without one. */
