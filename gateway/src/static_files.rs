@@ -30,7 +30,7 @@ use axum::{
 
 /// The pages' policy: scripts and styles from the gateway only (no inline
 /// code anywhere), connections to any API base the operator points them at.
-const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; \
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https: http:; \
     connect-src 'self' ws: wss: http: https:; base-uri 'none'; form-action 'none'; object-src 'none'";
 
 /// Where `web/` is.
@@ -97,6 +97,11 @@ fn asset_path(base: &Path, path: &str) -> Option<PathBuf> {
             return None;
         }
         file.push(segment);
+    }
+    // Pages are served by their own routes, with the page policy: an
+    // `.html` under assets would be a page without it.
+    if file.extension().is_some_and(|e| e == "html") {
+        return None;
     }
     content_type(&file).map(|_| file)
 }
