@@ -3,11 +3,11 @@
 -- carried by every push. Clients that reconnect or see a gap read it back
 -- (`GET /api/v1/chat/conversations/{id}/messages?after_seq=N`).
 --
--- A conversation's appends take its `chat_sequences` row lock until they
--- commit, so sequence numbers become visible in order: a reader never sees
--- seq N+1 while N is still to come. A number can be skipped (two writers
--- raced for the same message; the loser's number is never used), never
--- reused.
+-- A conversation's appends take its `chat_sequences` row lock first and
+-- hold it until they commit, so sequence numbers become visible in order (a
+-- reader never sees seq N+1 while N is still to come), and an appender
+-- decides what is new only once it holds the lock (two writers of the same
+-- message never both take a number): no number is skipped or reused.
 
 CREATE TABLE chat_sequences (
     conversation_id TEXT PRIMARY KEY,

@@ -79,8 +79,8 @@ async fn concurrent_appends_number_a_conversations_messages_once_each_without_ga
         .map(|i| {
             let db = env.app.db.clone();
             tokio::spawn(async move {
-                let client = db.get().await.unwrap();
-                chat::append(&**client, &[entry("conv-1", &format!("m{i}"), "hi")]).await.unwrap()
+                let mut client = db.get().await.unwrap();
+                chat::append_committed(&mut client, &[entry("conv-1", &format!("m{i}"), "hi")]).await.unwrap()
             })
         })
         .collect();
@@ -91,18 +91,46 @@ async fn concurrent_appends_number_a_conversations_messages_once_each_without_ga
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
     // Appending them again changes nothing and returns nothing fresh.
-    let client = env.app.db.get().await.unwrap();
+    let mut client = env.app.db.get().await.unwrap();
     let again: Vec<ChatEntry> = (0..20).map(|i| entry("conv-1", &format!("m{i}"), "hi")).collect();
-    assert!(chat::append(&**client, &again).await.unwrap().is_empty());
+    assert!(chat::append_committed(&mut client, &again).await.unwrap().is_empty());
     assert_eq!(chat::last_seq(&**client, "conv-1").await.unwrap(), 20);
     let read = chat::after(&**client, "conv-1", 15, 100).await.unwrap();
     assert_eq!(read.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![16, 17, 18, 19, 20]);
 }
 
 #[tokio::test]
+async fn writers_racing_to_log_the_same_message_take_one_number_and_skip_none() {
+    let env = TestEnv::new().await;
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let db = env.app.db.clone();
+                tokio::spawn(async move {
+                    let mut client = db.get().await.unwrap();
+                    chat::append_committed(&mut client, &[entry("conv-r", &format!("same-{round}"), "hi")])
+                        .await
+                        .unwrap()
+                        .len()
+                })
+            })
+            .collect();
+        let mut logged = 0;
+        for task in tasks {
+            logged += task.await.unwrap();
+        }
+        assert_eq!(logged, 1, "one writer logs it");
+    }
+    let client = env.app.db.get().await.unwrap();
+    let seqs: Vec<i64> = chat::after(&**client, "conv-r", 0, 100).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(chat::last_seq(&**client, "conv-r").await.unwrap(), 5);
+}
+
+#[tokio::test]
 async fn one_append_numbers_entries_in_the_order_given_per_conversation() {
     let env = TestEnv::new().await;
-    let client = env.app.db.get().await.unwrap();
+    let mut client = env.app.db.get().await.unwrap();
     let entries = vec![
         entry("a", "1", "x"),
         entry("b", "1", "x"),
@@ -110,7 +138,7 @@ async fn one_append_numbers_entries_in_the_order_given_per_conversation() {
         entry("a", "1", "dup"),
         entry("b", "2", "z"),
     ];
-    let fresh = chat::append(&**client, &entries).await.unwrap();
+    let fresh = chat::append_committed(&mut client, &entries).await.unwrap();
     let of = |c: &str| {
         fresh
             .iter()
@@ -269,9 +297,9 @@ async fn history_is_read_with_the_conversations_own_token_or_an_agents_and_never
     let (_, b) = session(&env, Value::Null).await;
     let a_id = a["conversation_id"].as_str().unwrap();
     {
-        let client = env.app.db.get().await.unwrap();
+        let mut client = env.app.db.get().await.unwrap();
         let entries: Vec<ChatEntry> = (1..=3).map(|i| entry(a_id, &format!("m{i}"), &format!("text {i}"))).collect();
-        chat::append(&**client, &entries).await.unwrap();
+        chat::append_committed(&mut client, &entries).await.unwrap();
     }
     let uri = format!("/api/v1/chat/conversations/{a_id}/messages?after_seq=1");
     let bearer = |t: &str| format!("Bearer {t}");

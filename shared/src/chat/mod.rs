@@ -78,8 +78,8 @@ pub async fn send(
     may_use(connection, conversation)?;
     let message = incoming(connection, conversation, text, client_message_id)?;
     let entry = chat::message_entry(&PersistMessage::of(&message));
-    let client = app.db.get().await?;
-    let fresh = chat::append(&**client, std::slice::from_ref(&entry)).await?;
+    let mut client = app.db.get().await?;
+    let fresh = chat::append_committed(&mut client, std::slice::from_ref(&entry)).await?;
     let (seq, duplicate) = match fresh.first() {
         Some(logged) => (logged.seq, false),
         None => {

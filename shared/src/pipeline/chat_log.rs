@@ -36,7 +36,7 @@ pub(super) async fn publish_answer(app: &App, snapshot: &Snapshot, answer: &Pers
         .collect();
     entries.push(chat::answer_entry(answer));
     let appended = match app.db.get().await {
-        Ok(client) => chat::append(&**client, &entries).await.map_err(|e| e.to_string()),
+        Ok(mut client) => chat::append_committed(&mut client, &entries).await.map_err(|e| e.to_string()),
         Err(err) => Err(err.to_string()),
     };
     match appended {

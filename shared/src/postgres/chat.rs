@@ -42,13 +42,30 @@ pub struct ChatMessage {
     pub entry: ChatEntry,
 }
 
-/// Appends `entries` in the caller's transaction (or as one statement), in
-/// order: within a conversation, a later entry gets a larger number. Returns
-/// the entries that were not logged before, with their numbers.
+/// Appends `entries` in the caller's transaction, in order: within a
+/// conversation, a later entry gets a larger number. Returns the entries
+/// that were not logged before, with their numbers.
+///
+/// The conversations' counter rows are locked first (in key order: no
+/// deadlock between appenders), and only then — a new statement, a new
+/// snapshot — is it decided which entries are new: a concurrent appender of
+/// the same message has committed by then, so no number is taken for an
+/// entry that turns out to be logged already. Outside a transaction the
+/// lock would not last: use [`append_committed`].
 pub async fn append(db: &impl GenericClient, entries: &[ChatEntry]) -> Result<Vec<ChatMessage>, tokio_postgres::Error> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
+    let mut conversations: Vec<&str> = entries.iter().map(|e| e.conversation_id.as_str()).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    db.execute(
+        "INSERT INTO chat_sequences AS s (conversation_id, last_seq)
+         SELECT c, 0 FROM unnest($1::text[]) AS c ORDER BY c
+         ON CONFLICT (conversation_id) DO UPDATE SET last_seq = s.last_seq",
+        &[&conversations],
+    )
+    .await?;
     let column = |f: fn(&ChatEntry) -> Option<String>| entries.iter().map(f).collect::<Vec<_>>();
     let conversations = column(|e| Some(e.conversation_id.clone()));
     let keys = column(|e| Some(e.message_key.clone()));
@@ -101,6 +118,17 @@ pub async fn append(db: &impl GenericClient, entries: &[ChatEntry]) -> Result<Ve
         })
         .collect();
     fresh.sort_by(|a, b| (&a.entry.conversation_id, a.seq).cmp(&(&b.entry.conversation_id, b.seq)));
+    Ok(fresh)
+}
+
+/// [`append`] in a transaction of its own, committed.
+pub async fn append_committed(
+    client: &mut deadpool_postgres::Client,
+    entries: &[ChatEntry],
+) -> Result<Vec<ChatMessage>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let fresh = append(&*tx, entries).await?;
+    tx.commit().await?;
     Ok(fresh)
 }
 
