@@ -24,14 +24,19 @@ pub fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
     a.ct_eq(&b).into()
 }
 
-/// `Ok` when `Authorization: Bearer <token>` carries `expected`.
-pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), AppError> {
-    let given = headers
+/// The token of an `Authorization: Bearer …` header (`401` when there is none).
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or(AppError::Unauthorized { reason: AuthFailure::Missing })?;
+        .ok_or(AppError::Unauthorized { reason: AuthFailure::Missing })
+}
+
+/// `Ok` when `Authorization: Bearer <token>` carries `expected`.
+pub fn require_bearer(headers: &HeaderMap, expected: &Secret) -> Result<(), AppError> {
+    let given = bearer(headers)?;
     if secrets_match(given.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {

@@ -18,7 +18,7 @@
 //!   parameter, and the history's bearer token).
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -82,13 +82,7 @@ pub fn authenticate(app: &App, token: &str) -> Result<Caller, AppError> {
 }
 
 fn bearer(request: &Request<Bytes>) -> Result<&str, AppError> {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or(AppError::Unauthorized { reason: AuthFailure::Missing })
+    crate::auth::bearer(request.headers())
 }
 
 /// `GET /api/v1/chat/conversations`: the agent console's list — the

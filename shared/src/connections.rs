@@ -186,13 +186,17 @@ impl Registry {
         if let Some(conversation) = &connection.conversation_id {
             item.insert("conversation_id".into(), s(conversation));
         }
+        self.put(item, "put connection").await
+    }
+
+    async fn put(&self, item: HashMap<String, AttributeValue>, what: &str) -> Result<(), AppError> {
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .send()
             .await
-            .map_err(|e| unavailable("put connection", e))?;
+            .map_err(|e| unavailable(what, e))?;
         Ok(())
     }
 
@@ -232,14 +236,7 @@ impl Registry {
             ("connected_at".to_owned(), n(connection.connected_at)),
             ("ttl".to_owned(), n(connection.connected_at + CONNECTION_TTL_SECS)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| unavailable("put watch", e))?;
-        Ok(())
+        self.put(item, "put watch").await
     }
 
     pub async fn unwatch(&self, connection_id: &str, conversation: &str) -> Result<(), AppError> {
